@@ -1,0 +1,465 @@
+"""The ``prepflow`` command.
+
+Exit codes: 0 every job completed; 1 a job failed or stopped, or an input was skipped or
+rejected (the reason is printed); 2 a usage or configuration error, before any work started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prepflow.errors import ConfigurationError, IsolationError, PrepflowError
+from prepflow.jobs import isolation
+from prepflow.jobs.spec import JobStatus
+from prepflow.jobs.template import StepTemplate, upload_script
+from prepflow.jobstore.base import JobRecord
+from prepflow.local.app import LocalApp, build_local_app
+from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
+from prepflow.settings import Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="prepflow",
+    help="Event-driven preprocessing of machine-learning data, locally or on AWS.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="List, inspect and stop processing jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+@dataclass
+class Context:
+    overrides: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None
+
+    def settings(self, **more: Any) -> Settings:
+        return load_settings(**self.overrides, **more)
+
+
+class Exit(Exception):
+    """Leave the command with an exit code after printing ``message`` (if any) to stderr."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(help="Local root folder for buckets, jobs and databases [env: PREPFLOW_HOME]"),
+    ] = None,
+    app_prefix: Annotated[
+        str | None, typer.Option(help="Prefix of every bucket name [env: APP_PREFIX]")
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]; default WARNING, "
+                     "INFO for watch"),
+    ] = None,
+) -> None:
+    ctx.obj = Context(overrides={"home": home, "app_prefix": app_prefix}, log_level=log_level)
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Data files or folders to upload and process")
+    ],
+    wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
+    script: Annotated[
+        Path | None,
+        typer.Option(help="Run this script under the container contract instead of the "
+                     "built-in step", exists=True, dir_okay=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
+    instance_type: Annotated[
+        str | None, typer.Option(help="Processing instance type [env: PROCESSING_INSTANCE_TYPE]")
+    ] = None,
+    max_runtime: Annotated[
+        int | None,
+        typer.Option(help="Seconds a job may run before it is stopped "
+                     "[env: PREPFLOW_MAX_RUNTIME_SECONDS]"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the jobs before giving up")
+    ] = None,
+) -> None:
+    """Upload files to the raw-data bucket's input prefix and process each one."""
+    context: Context = ctx.obj
+    settings = _setup(context, processing_instance_type=instance_type,
+                      max_runtime_seconds=max_runtime)
+    uploads = _plan_uploads(paths, settings)
+    local = build_local_app(settings)
+    if script is not None:
+        local.orchestrator.step = _script_step(local, settings, script)
+
+    results: list[TriggerResult] = []
+    local.store.subscribe(
+        settings.buckets.raw,
+        lambda notification: results.append(local.orchestrator.handle(notification)),
+    )
+    for path, key in uploads:
+        local.store.upload_file(settings.buckets.raw, key, path)
+        if not as_json:
+            _err(f"uploaded {path} to s3://{settings.buckets.raw}/{key}")
+    _finish(local, [o for r in results for o in r.outcomes], wait=wait, as_json=as_json,
+            timeout=timeout)
+
+
+def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str]]:
+    """Return (file, key) pairs: a file goes to <input prefix><name>, a folder keeps its tree."""
+    uploads: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p, settings))
+            if not found:
+                raise Exit(EXIT_USAGE, f"no data files ({_suffixes(settings)}) in folder {path}")
+            uploads += [(p, settings.input_prefix + p.relative_to(path).as_posix()) for p in found]
+        elif path.is_file():
+            if not _supported(path, settings):
+                raise Exit(EXIT_USAGE, f"{path}: unsupported file type; supported: "
+                           f"{_suffixes(settings)} (set PREPFLOW_INPUT_SUFFIXES to change)")
+            uploads.append((path, settings.input_prefix + path.name))
+        else:
+            raise Exit(EXIT_USAGE, f"{path}: no such file or folder")
+    keys = [key for _, key in uploads]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise Exit(EXIT_USAGE, f"several files would be uploaded to the same key: {repeated}; "
+                   "rename them or run them one at a time")
+    return uploads
+
+
+def _script_step(local: LocalApp, settings: Settings, script: Path) -> StepTemplate:
+    step = upload_script(local.store, settings, script)
+    try:
+        isolation.resolve_mode(settings.isolation, list(step.entrypoint))
+    except IsolationError as error:
+        raise Exit(EXIT_USAGE, str(error)) from error
+    return step
+
+
+# -- invoke -------------------------------------------------------------------------------------
+
+
+@app.command()
+def invoke(
+    ctx: typer.Context,
+    event: Annotated[
+        str | None, typer.Argument(help="A trigger event as JSON (any shape a Lambda accepts)")
+    ] = None,
+    event_file: Annotated[
+        Path | None, typer.Option(help="Read the trigger event from this file ('-' for stdin)")
+    ] = None,
+    input_uri: Annotated[
+        str | None, typer.Option("--input", help="Manual request: s3:// URI of an object or prefix")
+    ] = None,
+    output_uri: Annotated[
+        str | None, typer.Option("--output", help="Manual request: s3:// URI for the output")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for the jobs before giving up")
+    ] = None,
+) -> None:
+    """Send one trigger event, or a manual request, to the orchestrator."""
+    context: Context = ctx.obj
+    payload = _invoke_payload(event, event_file, input_uri, output_uri)
+    local = build_local_app(_setup(context))
+    result = local.orchestrator.handle(payload)
+    _finish(local, result.outcomes, wait=wait, as_json=as_json, timeout=timeout)
+
+
+def _invoke_payload(
+    event: str | None, event_file: Path | None, input_uri: str | None, output_uri: str | None
+) -> str | dict[str, Any]:
+    given = [x is not None for x in (event, event_file, input_uri)]
+    if sum(given) != 1:
+        raise Exit(EXIT_USAGE, "give exactly one of: an event as JSON, --event-file, or --input")
+    if event is not None:
+        return event
+    if event_file is not None:
+        try:
+            return sys.stdin.read() if str(event_file) == "-" else event_file.read_text()
+        except OSError as error:
+            raise Exit(EXIT_USAGE, f"cannot read {event_file}: {error.strerror}") from error
+    request: dict[str, Any] = {"input_data_path": input_uri}
+    if output_uri is not None:
+        request["output_data_path"] = output_uri
+    return request
+
+
+# -- watch --------------------------------------------------------------------------------------
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between scans", min=0.05)] = 1.0,
+    settle: Annotated[
+        float, typer.Option(help="Seconds a file must stay unchanged before it is taken", min=0)
+    ] = 2.0,
+    once: Annotated[
+        bool, typer.Option(help="Scan once (process what is waiting), wait for its jobs, exit")
+    ] = False,
+) -> None:
+    """Process every file that appears under the raw-data bucket's input prefix."""
+    from prepflow.local.watch import Watcher
+
+    context: Context = ctx.obj
+    local = build_local_app(_setup(context, default_level="INFO"))
+    watcher = Watcher(local, interval_seconds=interval, settle_seconds=settle)
+    if once:
+        results = watcher.scan_once()
+        names = [n for r in results for n in r.job_names]
+        records = local.wait(names)
+        watcher.report_finished()
+        failed = any(r.status != JobStatus.COMPLETED for r in records)
+        raise Exit(EXIT_FAILED if failed else EXIT_OK)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    _err(f"watching {local.store.buckets_root / local.settings.buckets.raw / local.settings.input_prefix}"
+         " (Ctrl-C to stop)")
+    watcher.run(stop)
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs with this status")] = None,
+    limit: Annotated[int, typer.Option(help="Newest jobs to show", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
+) -> None:
+    """List jobs, newest first."""
+    local = build_local_app(_setup(ctx.obj))
+    records = [local.refresh(r.job_name) for r in local.jobs.list_jobs(status=status, limit=limit)]
+    if as_json:
+        _out(json.dumps([_job_json(local, r) for r in records], indent=2))
+        return
+    if not records:
+        _out("no jobs")
+        return
+    rows = [("JOB NAME", "STATUS", "CREATED", "DURATION", "ROWS IN", "ROWS OUT", "INPUT")]
+    for r in records:
+        rows.append((
+            r.job_name, r.status.value, r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _seconds(r.duration_s), _count(r.rows_in), _count(r.rows_out),
+            r.inputs[0] + (f" (+{len(r.inputs) - 1})" if len(r.inputs) > 1 else "")
+            if r.inputs else "",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+@jobs_app.command("describe")
+def jobs_describe(
+    ctx: typer.Context,
+    job_name: Annotated[str, typer.Argument(help="Job name")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
+) -> None:
+    """Show one job: status, inputs, outputs, counts, failure reason and request."""
+    local = build_local_app(_setup(ctx.obj))
+    record = local.refresh(job_name)
+    details = {**_job_json(local, record), **record.model_dump(
+        mode="json", include={"idempotency_key", "manifest_uri", "created_at", "started_at",
+                              "ended_at", "exit_message", "waiting_reason", "log_tail", "request"})}
+    if as_json:
+        _out(json.dumps(details, indent=2))
+        return
+    for name, value in details.items():
+        if name == "request":
+            continue
+        shown = json.dumps(value) if isinstance(value, list | dict) else value
+        _out(f"{name + ':':<17} {shown if shown is not None else '-'}")
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    ctx: typer.Context,
+    job_name: Annotated[str, typer.Argument(help="Job name")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+) -> None:
+    """Print a job's output (stdout and stderr of its container command)."""
+    local = build_local_app(_setup(ctx.obj))
+    local.jobs.get(job_name)
+    path = local.store.buckets_root / local.settings.buckets.logs / "logs" / job_name / "algo-1.log"
+    position = 0
+    while True:
+        if path.is_file():
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position += len(chunk)
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        if not follow or local.refresh(job_name).status.is_terminal:
+            if follow and path.is_file() and path.stat().st_size > position:
+                continue
+            break
+        time.sleep(0.25)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    ctx: typer.Context,
+    job_name: Annotated[str, typer.Argument(help="Job name")],
+    wait: Annotated[bool, typer.Option(help="Wait until the job has stopped")] = True,
+) -> None:
+    """Stop a running job (its processes get SIGTERM, then SIGKILL)."""
+    local = build_local_app(_setup(ctx.obj))
+    record = local.refresh(job_name)
+    if record.status.is_terminal:
+        _out(f"{job_name} already ended: {record.status}")
+        return
+    local.runner.stop(job_name)
+    _err(f"stop requested for {job_name}")
+    if wait:
+        (record,) = local.wait([job_name])
+        _out(f"{job_name} {record.status}")
+
+
+# -- shared -------------------------------------------------------------------------------------
+
+
+def _setup(context: Context, *, default_level: str = "WARNING", **overrides: Any) -> Settings:
+    settings = context.settings(**overrides)
+    level = context.log_level or os.environ.get("LOG_LEVEL") or default_level
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
+
+
+def _finish(
+    local: LocalApp, outcomes: list[Outcome], *, wait: bool, as_json: bool, timeout: float | None
+) -> None:
+    """Report what the trigger did, wait for its jobs if asked, and exit with the right code."""
+    problems = [o for o in outcomes if o.kind in (OutcomeKind.SKIPPED, OutcomeKind.FAILED)]
+    for outcome in problems:
+        _err(f"{outcome.kind.value}: {outcome.subject}: {outcome.reason}")
+    names = list(dict.fromkeys(o.job_name for o in outcomes if o.job_name))
+    try:
+        records = local.wait(names, timeout=timeout) if wait else [local.jobs.get(n) for n in names]
+    except TimeoutError as error:
+        raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
+    if as_json:
+        _out(json.dumps([_job_json(local, r) for r in records], indent=2))
+    else:
+        for record in records:
+            _print_job(local, record)
+    unfinished = [r for r in records if wait and r.status != JobStatus.COMPLETED]
+    raise Exit(EXIT_FAILED if problems or unfinished or not outcomes else EXIT_OK)
+
+
+def _print_job(local: LocalApp, record: JobRecord) -> None:
+    _out(f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
+         f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}")
+    for uri in record.inputs:
+        _out(f"  input:  {uri}")
+    if record.status == JobStatus.COMPLETED:
+        for uri in local.output_files(record):
+            _out(f"  output: {uri}")
+            _out(f"          {local.local_path(uri)}")
+    elif record.status.is_terminal:
+        _out("  output: none (outputs are uploaded only when a job completes)")
+    if record.failure_reason:
+        _out("  reason: " + record.failure_reason.replace("\n", "\n          "))
+    if record.waiting_reason and not record.status.is_terminal:
+        _out(f"  note:   {record.waiting_reason}")
+
+
+def _job_json(local: LocalApp, record: JobRecord) -> dict[str, Any]:
+    return {
+        "job_name": record.job_name,
+        "status": record.status.value,
+        "inputs": record.inputs,
+        "outputs": local.output_files(record),
+        "failure_reason": record.failure_reason,
+        "rows_in": record.rows_in,
+        "rows_out": record.rows_out,
+        "duration_s": record.duration_s,
+        "log_uri": record.log_uri,
+    }
+
+
+def _supported(path: Path, settings: Settings) -> bool:
+    return path.name.lower().endswith(settings.input_suffixes)
+
+
+def _suffixes(settings: Settings) -> str:
+    return ", ".join(settings.input_suffixes)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _out(text: str) -> None:
+    print(text)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def main() -> None:
+    """Console entry point: run the app and turn prepflow's errors into exit codes."""
+    try:
+        app(standalone_mode=False)
+    except Exit as done:
+        if done.message:
+            _err(("error: " if done.code else "") + done.message)
+        sys.exit(done.code)
+    except ConfigurationError as error:
+        _err(f"error: {error}")
+        sys.exit(EXIT_USAGE)
+    except PrepflowError as error:
+        _err(f"error: {error}")
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        _err("interrupted; jobs already started keep running (see 'prepflow jobs list')")
+        sys.exit(130)
+    except Exception as error:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(EXIT_USAGE)
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        raise

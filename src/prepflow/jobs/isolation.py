@@ -1,0 +1,137 @@
+"""How the local runner gives a job's command its ``/opt/ml``, and how it ends a job's processes.
+
+``namespace`` (Linux): the command runs in private mount and PID namespaces made by util-linux
+``unshare``. Inside, ``prepflow.jobs.sandbox`` lays the job's host folder over ``/opt/ml`` and
+execs the command, so an unmodified script reads ``/opt/ml/processing/input`` while the
+machine's own ``/opt`` stays untouched. The command is PID 1 of its namespace: when it dies,
+the kernel kills every process it left behind. Without root, ``--user --map-root-user`` adds
+a user namespace.
+
+``none``: the command runs as a plain process with ``PREPFLOW_ML_ROOT`` naming the host folder.
+prepflow's built-in step reads it; a user script that opens ``/opt/ml`` directly cannot work
+this way, so it is refused with a message that says what to do instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from prepflow.errors import IsolationError, JobSpecError
+from prepflow.jobs.spec import ProcessingJobSpec
+
+logger = logging.getLogger(__name__)
+
+ML_ROOT_VARIABLE = "PREPFLOW_ML_ROOT"
+BUILT_IN_STEP_MODULE = "prepflow.processing"
+# Host variables a container would also have; everything else of the host stays out.
+PASSED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH")
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+def build_command(spec: ProcessingJobSpec, root: Path, *, mode: str) -> Command:
+    """Return the argv, environment and folder that run the job's container command."""
+    argv = _container_argv(spec)
+    env = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(spec.environment)
+    chosen = resolve_mode(mode, argv)
+    if chosen == "none":
+        env[ML_ROOT_VARIABLE] = str(root)
+        return Command(argv=argv, env=env, cwd=str(root))
+    overlay = root.parent / "overlay"
+    prefix = ["unshare", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc"]
+    if os.geteuid() != 0:
+        prefix[1:1] = ["--user", "--map-root-user"]
+    sandbox = [sys.executable, "-m", "prepflow.jobs.sandbox", str(root), str(overlay), "--"]
+    return Command(argv=prefix + sandbox + argv, env=env, cwd="/")
+
+
+def resolve_mode(mode: str, argv: list[str]) -> str:
+    """Pick ``namespace`` or ``none`` for ``mode`` (auto, namespace or none)."""
+    if mode == "none":
+        return "none"
+    problem = namespace_problem()
+    if problem is None:
+        return "namespace"
+    if mode == "auto" and runs_built_in_step(argv):
+        logger.info("mount namespaces unavailable (%s); running the built-in step directly", problem)
+        return "none"
+    raise IsolationError(
+        f"cannot run {' '.join(argv)!r} with its own /opt/ml: {problem}. Run prepflow on Linux "
+        "as root or with unprivileged user namespaces enabled (sysctl "
+        "kernel.unprivileged_userns_clone=1), or use the built-in step, or make the script "
+        f"read its paths below ${ML_ROOT_VARIABLE} and set PREPFLOW_ISOLATION=none"
+    )
+
+
+@functools.cache
+def namespace_problem() -> str | None:
+    """Return why private mount namespaces cannot be used here, or None if they can."""
+    if not sys.platform.startswith("linux"):
+        return f"mount namespaces exist on Linux only, this is {sys.platform}"
+    if shutil.which("unshare") is None:
+        return "the util-linux 'unshare' command is not installed"
+    if not Path("/opt").is_dir():
+        return "/opt does not exist, so /opt/ml cannot be laid over it"
+    probe = ["unshare", "--mount", "--pid", "--fork", "true"]
+    if os.geteuid() != 0:
+        probe[1:1] = ["--user", "--map-root-user"]
+    try:
+        result = subprocess.run(probe, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"'unshare' failed to run: {error}"
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", "replace").strip()
+        return f"'unshare' was refused: {detail or 'exit code ' + str(result.returncode)}"
+    return None
+
+
+def runs_built_in_step(argv: list[str]) -> bool:
+    return len(argv) >= 3 and argv[1] == "-m" and argv[2] == BUILT_IN_STEP_MODULE
+
+
+def kill_tree(process: subprocess.Popen[bytes], *, grace_seconds: float) -> None:
+    """End the job's process group: SIGTERM, then SIGKILL after ``grace_seconds``."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _container_argv(spec: ProcessingJobSpec) -> list[str]:
+    app = spec.app_specification
+    if not app.container_entrypoint:
+        raise JobSpecError(
+            "the local runner needs ContainerEntrypoint: it has no image to take a default "
+            "command from"
+        )
+    argv = [*app.container_entrypoint, *(app.container_arguments or [])]
+    # A processing image runs "python3 script.py" with its own interpreter; here that is the
+    # interpreter prepflow runs in, which has prepflow and its dependencies installed.
+    if argv[0] in ("python3", "python"):
+        argv[0] = sys.executable
+    return argv

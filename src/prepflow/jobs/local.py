@@ -1,0 +1,259 @@
+"""The local runner: SageMaker Processing's container contract, run as processes on this machine.
+
+``submit`` claims the job name by creating ``<home>/jobs/<job-name>/`` (``mkdir`` is atomic, so
+two processes can never both start a job of one name) and starts a detached supervisor
+process (``prepflow.jobs.supervisor``) that stages inputs, runs the container command, enforces
+``MaxRuntimeInSeconds``, uploads outputs and records the result. The supervisor outlives the
+command that submitted the job, as a SageMaker job outlives the API call that created it.
+
+``status.json`` in the job folder is this backend's DescribeProcessingJob: the supervisor
+writes it at every status change and then applies the change to the job store, the local
+twin of the EventBridge state-change rule that feeds the job store on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prepflow.errors import JobExistsError, JobNotFoundError, JobSpecError
+from prepflow.jobs.backend import JobBackend
+from prepflow.jobs.spec import (
+    JobDescription,
+    JobStatus,
+    ProcessingJobSpec,
+    validate_request,
+)
+
+logger = logging.getLogger(__name__)
+
+# How long a stopped or timed-out job gets between SIGTERM and SIGKILL. SageMaker documents
+# no grace period for processing jobs; a few seconds lets a script flush its logs.
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What a supervisor process needs besides the job request; written to ``runner.json``."""
+
+    home: str
+    logs_bucket: str
+    job_store_db: str | None
+    isolation: str
+    max_concurrent_jobs: int
+    region: str
+    stop_grace_seconds: float = STOP_GRACE_SECONDS
+
+
+class JobFolder:
+    """The files of one local job under ``<home>/jobs/<job-name>/``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.name = path.name
+
+    request_file = property(lambda self: self.path / "request.json")
+    config_file = property(lambda self: self.path / "runner.json")
+    status_file = property(lambda self: self.path / "status.json")
+    stop_file = property(lambda self: self.path / "stop-requested")
+    runner_log = property(lambda self: self.path / "runner.log")
+
+    def host_root(self, host: str) -> Path:
+        """Return the host folder that the job's process sees as ``/opt/ml``."""
+        return self.path / "hosts" / host / "ml"
+
+    def read_request(self) -> ProcessingJobSpec:
+        return ProcessingJobSpec.from_request(json.loads(self.request_file.read_text()))
+
+    def read_config(self) -> RunnerConfig:
+        return RunnerConfig(**json.loads(self.config_file.read_text()))
+
+    def read_status(self) -> dict[str, Any]:
+        return dict(json.loads(self.status_file.read_text()))
+
+    def write_status(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into status.json; the rename makes the write atomic."""
+        status = self.read_status() if self.status_file.exists() else {}
+        status.update({k: _jsonable(v) for k, v in changes.items()})
+        temporary = self.status_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(status, indent=1))
+        os.replace(temporary, self.status_file)
+        return status
+
+    def describe(self) -> JobDescription:
+        status = self.read_status()
+        return JobDescription(
+            job_name=self.name,
+            status=JobStatus(status["status"]),
+            failure_reason=status.get("failure_reason"),
+            exit_message=status.get("exit_message"),
+            creation_time=status.get("creation_time"),
+            start_time=status.get("start_time"),
+            end_time=status.get("end_time"),
+        )
+
+
+class LocalRunner(JobBackend):
+    """Runs each job in its own supervisor process; see the module docstring."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self.jobs_root = Path(config.home) / "jobs"
+        self.jobs_root.mkdir(parents=True, exist_ok=True)
+
+    def submit(self, spec: ProcessingJobSpec) -> None:
+        validate_request(spec)
+        self._check_supported(spec)
+        folder = self._claim(spec.processing_job_name)
+        folder.request_file.write_text(json.dumps(spec.to_request(), indent=1))
+        folder.config_file.write_text(json.dumps(asdict(self.config), indent=1))
+        folder.write_status(status=JobStatus.IN_PROGRESS, creation_time=_now())
+        process = self._start_supervisor(folder)
+        folder.write_status(supervisor_pid=process.pid, supervisor_start=_start_ticks(process.pid))
+        logger.info("started job %s (supervisor pid %d)", spec.processing_job_name, process.pid)
+
+    def describe(self, job_name: str) -> JobDescription:
+        folder = self._folder(job_name)
+        if not folder.status_file.exists():
+            # Claimed a moment ago; the submitting process is still writing the first status.
+            return JobDescription(job_name=job_name, status=JobStatus.IN_PROGRESS)
+        self._fail_if_supervisor_died(folder)
+        return folder.describe()
+
+    def stop(self, job_name: str) -> None:
+        folder = self._folder(job_name)
+        status = folder.read_status()
+        if JobStatus(status["status"]).is_terminal:
+            logger.info("job %s already ended as %s; nothing to stop", job_name, status["status"])
+            return
+        folder.stop_file.touch()
+        pid = status.get("supervisor_pid")
+        if pid and _alive(pid, status.get("supervisor_start")):
+            os.kill(pid, signal.SIGTERM)
+        logger.info("stop requested for job %s", job_name)
+
+    def is_running(self, job_name: str) -> bool:
+        """Return True while the job's supervisor process is alive."""
+        status = self._folder(job_name).read_status()
+        pid = status.get("supervisor_pid")
+        return bool(pid) and _alive(pid, status.get("supervisor_start"))
+
+    def wait(self, job_name: str, *, timeout: float | None = None) -> JobDescription:
+        """Poll until the job ends; raise TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            description = self.describe(job_name)
+            if description.status.is_terminal:
+                return description
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"job {job_name} is still {description.status} after {timeout:.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def folder(self, job_name: str) -> JobFolder:
+        return self._folder(job_name)
+
+    def _check_supported(self, spec: ProcessingJobSpec) -> None:
+        count = spec.processing_resources.cluster_config.instance_count
+        if count != 1:
+            # TODO: one process per host (algo-1 .. algo-N) with ShardedByS3Key splitting.
+            raise JobSpecError(
+                f"InstanceCount {count}: the local runner runs single-instance jobs only; "
+                "set PROCESSING_INSTANCE_COUNT=1 to run this job locally"
+            )
+
+    def _claim(self, job_name: str) -> JobFolder:
+        path = self.jobs_root / job_name
+        try:
+            path.mkdir()
+        except FileExistsError as error:
+            raise JobExistsError(job_name) from error
+        return JobFolder(path)
+
+    def _start_supervisor(self, folder: JobFolder) -> subprocess.Popen[bytes]:
+        with folder.runner_log.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "prepflow.jobs.supervisor", str(folder.path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C in the terminal that submitted the job does not
+                # reach it, and the job keeps running, as it would on SageMaker.
+                start_new_session=True,
+                close_fds=True,
+            )
+
+    def _folder(self, job_name: str) -> JobFolder:
+        path = self.jobs_root / job_name
+        if not job_name or "/" in job_name or not path.is_dir():
+            raise JobNotFoundError(job_name)
+        return JobFolder(path)
+
+    def _fail_if_supervisor_died(self, folder: JobFolder) -> None:
+        status = folder.read_status()
+        if JobStatus(status["status"]).is_terminal or "supervisor_pid" not in status:
+            return
+        pid = status["supervisor_pid"]
+        if _alive(pid, status.get("supervisor_start")):
+            return
+        # Re-read: the supervisor may have written its last status just before exiting.
+        status = folder.read_status()
+        if JobStatus(status["status"]).is_terminal:
+            return
+        reason = (
+            f"InternalServerError: the local runner process (pid {pid}) ended without "
+            f"recording a result; see {folder.runner_log}"
+        )
+        logger.error("job %s: %s", folder.name, reason)
+        folder.write_status(status=JobStatus.FAILED, failure_reason=reason, end_time=_now())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Return the process start time from /proc, to tell a live pid from a reused one."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[19])
+
+
+def _alive(pid: int, start_ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if _is_zombie(pid):
+        return False
+    return start_ticks is None or _start_ticks(pid) in (None, start_ticks)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state == "Z"

@@ -1,0 +1,244 @@
+"""The supervisor of one local processing job: ``python -m prepflow.jobs.supervisor JOB_FOLDER``.
+
+It does what SageMaker does around a processing container, in order: wait for a free slot,
+stage inputs under their LocalPath, write ``/opt/ml/config``, run the container command with
+the job's Environment, stream its output to the logs bucket, enforce MaxRuntimeInSeconds,
+upload outputs after a successful exit, and record Completed, Failed or Stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+from prepflow.errors import PrepflowError
+from prepflow.jobs import isolation, slots, staging
+from prepflow.jobs.local import JobFolder, RunnerConfig
+from prepflow.jobs.spec import MAX_REASON_LENGTH, JobStatus, ProcessingJobSpec
+from prepflow.jobstore.base import JobStore
+from prepflow.jobstore.sqlite import SqliteJobStore
+from prepflow.storage.local import LocalObjectStore
+
+logger = logging.getLogger("prepflow.jobs.supervisor")
+
+HOST = "algo-1"
+STDERR_TAIL_LINES = 20
+POLL_SECONDS = 0.05
+
+
+@dataclass
+class Outcome:
+    status: JobStatus
+    failure_reason: str | None = None
+    exit_message: str | None = None
+
+
+class Supervisor:
+    def __init__(self, folder: JobFolder) -> None:
+        self.folder = folder
+        self.spec: ProcessingJobSpec = folder.read_request()
+        self.config: RunnerConfig = folder.read_config()
+        self.store = LocalObjectStore(Path(self.config.home), region=self.config.region)
+        self.stop_requested = threading.Event()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.log_key = f"logs/{self.spec.name}/{HOST}.log"
+        self._jobs: SqliteJobStore | None = None
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        try:
+            with slots.acquire(
+                Path(self.config.home) / "slots",
+                self.config.max_concurrent_jobs,
+                on_wait=self._on_waiting,
+                cancelled=self._stop_was_requested,
+            ):
+                outcome = self._run_in_slot()
+        except slots.Cancelled:
+            outcome = Outcome(JobStatus.STOPPED, "Stopped before it started: stop requested")
+        except Exception as error:  # the supervisor must record every failure it can
+            logger.exception("job %s: runner failed", self.spec.name)
+            outcome = Outcome(JobStatus.FAILED, _cut(f"InternalServerError: {error}"))
+        self._finish(outcome)
+
+    def _run_in_slot(self) -> Outcome:
+        self._record(JobStatus.IN_PROGRESS, start_time=_now(), waiting_reason=None)
+        root = self.folder.host_root(HOST)
+        try:
+            staging.stage_inputs(self.store, self.spec, root)
+            staging.write_config(self.spec, root, host=HOST, hosts=[HOST])
+            command = isolation.build_command(self.spec, root, mode=self.config.isolation)
+        except PrepflowError as error:
+            return Outcome(JobStatus.FAILED, _cut(f"ClientError: {error}"))
+        outcome = self._execute(command, root)
+        if outcome.status == JobStatus.COMPLETED:
+            try:
+                staging.upload_outputs(self.store, self.spec, root)
+            except PrepflowError as error:
+                return Outcome(JobStatus.FAILED, _cut(f"ClientError: {error}"))
+        return outcome
+
+    def _execute(self, command: isolation.Command, root: Path) -> Outcome:
+        logger.info("job %s: running %s", self.spec.name, command.argv)
+        with self.store.open_log(self.config.logs_bucket, self.log_key) as log:
+            try:
+                process = subprocess.Popen(
+                    command.argv,
+                    env=command.env,
+                    cwd=command.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                reason = f"AlgorithmError: cannot start {command.argv[0]!r}: {error.strerror}"
+                return Outcome(JobStatus.FAILED, reason)
+            pumps = self._start_pumps(process, log)
+            stop_reason = self._wait(process)
+            for pump in pumps:
+                pump.join()
+        exit_message = staging.read_exit_message(root)
+        if stop_reason is not None:
+            return Outcome(JobStatus.STOPPED, stop_reason, exit_message)
+        if process.returncode != 0:
+            return Outcome(JobStatus.FAILED, self._algorithm_error(process.returncode), exit_message)
+        return Outcome(JobStatus.COMPLETED, None, exit_message)
+
+    def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
+        """Wait for the process; on timeout or stop request, kill its tree and say why."""
+        limit = self.spec.stopping_condition.max_runtime_in_seconds
+        deadline = time.monotonic() + limit
+        while process.poll() is None:
+            if self.stop_requested.is_set() or self.folder.stop_file.exists():
+                reason = "Stopped: stop requested by the user"
+            elif time.monotonic() >= deadline:
+                reason = f"Stopped: MaxRuntimeInSeconds ({limit} s) exceeded"
+            else:
+                time.sleep(POLL_SECONDS)
+                continue
+            self._record(JobStatus.STOPPING)
+            isolation.kill_tree(process, grace_seconds=self.config.stop_grace_seconds)
+            logger.warning("job %s: %s", self.spec.name, reason)
+            return reason
+        return None
+
+    def _start_pumps(
+        self, process: subprocess.Popen[bytes], log: BinaryIO
+    ) -> list[threading.Thread]:
+        lock = threading.Lock()
+
+        def pump(stream: BinaryIO, tail: collections.deque[str] | None) -> None:
+            for line in iter(stream.readline, b""):
+                with lock:
+                    log.write(line)
+                    log.flush()
+                if tail is not None:
+                    tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+
+        assert process.stdout is not None and process.stderr is not None
+        threads = [
+            threading.Thread(target=pump, args=(process.stdout, None), daemon=True),
+            threading.Thread(target=pump, args=(process.stderr, self.stderr_tail), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def _algorithm_error(self, returncode: int) -> str:
+        if returncode < 0:
+            name = signal.Signals(-returncode).name
+            cause = f"killed by signal {name} (exit code {128 - returncode})"
+        else:
+            cause = f"exit code: {returncode}"
+        tail = "\n".join(self.stderr_tail).strip()
+        head = f"AlgorithmError: {cause}. Last lines of stderr:\n"
+        if not tail:
+            return f"AlgorithmError: {cause}. The process wrote nothing to stderr."
+        room = MAX_REASON_LENGTH - len(head)
+        return head + (tail if len(tail) <= room else "..." + tail[-(room - 3) :])
+
+    def _finish(self, outcome: Outcome) -> None:
+        fields: dict[str, object] = {
+            "failure_reason": outcome.failure_reason,
+            "exit_message": outcome.exit_message,
+            "end_time": _now(),
+        }
+        if outcome.status == JobStatus.STOPPED:
+            self._record(JobStatus.STOPPING)
+        self._record(outcome.status, **fields)
+        logger.info("job %s ended: %s %s", self.spec.name, outcome.status, outcome.failure_reason or "")
+
+    def _record(self, status: JobStatus, **fields: object) -> None:
+        """Write status.json, then apply the change to the job store (when one is configured)."""
+        self.folder.write_status(status=status, **fields)
+        jobs = self._job_store()
+        if jobs is None:
+            return
+        if status == JobStatus.IN_PROGRESS:
+            changes = {"waiting_reason": fields.get("waiting_reason")}
+            if "start_time" in fields:
+                changes["started_at"] = fields["start_time"]
+            jobs.update(self.spec.name, **changes)
+            return
+        extra: dict[str, object] = {}
+        if status.is_terminal:
+            extra["log_tail"] = "\n".join(self.stderr_tail)[-MAX_REASON_LENGTH:] or None
+            extra["log_uri"] = f"s3://{self.config.logs_bucket}/{self.log_key}"
+        jobs.apply_description(self.folder.describe(), **extra)
+
+    def _job_store(self) -> JobStore | None:
+        if self.config.job_store_db is None:
+            return None
+        if self._jobs is None:
+            self._jobs = SqliteJobStore(Path(self.config.job_store_db))
+        if self._jobs.find(self.spec.name) is None:
+            logger.warning(
+                "job %s has no record in the job store; its status is kept in %s only",
+                self.spec.name,
+                self.folder.status_file,
+            )
+            return None
+        return self._jobs
+
+    def _on_waiting(self, message: str) -> None:
+        self._record(JobStatus.IN_PROGRESS, waiting_reason=message)
+
+    def _stop_was_requested(self) -> bool:
+        return self.stop_requested.is_set() or self.folder.stop_file.exists()
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested.set()
+
+
+def _cut(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_LENGTH else reason[: MAX_REASON_LENGTH - 3] + "..."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if len(argv) != 1:
+        print("usage: python -m prepflow.jobs.supervisor JOB_FOLDER", file=sys.stderr)
+        return 2
+    Supervisor(JobFolder(Path(argv[0]))).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

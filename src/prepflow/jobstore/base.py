@@ -1,0 +1,209 @@
+"""The job store port: the rules of a job's record live here; backends supply five primitives.
+
+Rules:
+
+- ``create`` is put-if-absent by idempotency key: one key, one record, whoever writes first.
+- A status changes only along ``LEGAL_TRANSITIONS`` (InProgress -> Completed | Failed |
+  Stopping, Stopping -> Stopped); a terminal status never changes again.
+- Every write is a compare-and-set on the record's ``version``, so two processes updating the
+  same record never lose each other's change; a stale writer re-reads and tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prepflow.errors import IllegalTransitionError, JobNotFoundError, JobStoreError
+from prepflow.jobs.spec import LEGAL_TRANSITIONS, JobDescription, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# A compare-and-set loses only to another writer of the same record; a handful of retries is
+# plenty unless something rewrites the record in a loop.
+MAX_WRITE_ATTEMPTS = 20
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRecord(BaseModel):
+    """Everything prepflow keeps about one processing job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_name: str
+    idempotency_key: str
+    status: JobStatus = JobStatus.IN_PROGRESS
+    # S3 URIs of the objects the job reads (decoded keys) and of its output prefixes.
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    manifest_uri: str | None = None
+    log_uri: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    # Set once the backend accepted the job; None means prepflow must still submit it.
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    failure_reason: str | None = None
+    exit_message: str | None = None
+    # Why an accepted job has not started yet, for example "waiting for a free slot".
+    waiting_reason: str | None = None
+    rows_in: int | None = None
+    rows_out: int | None = None
+    log_tail: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def duration_s(self) -> float | None:
+        start = self.started_at or self.submitted_at
+        if start is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - start).total_seconds(), 3)
+
+
+class JobStore(ABC):
+    """Durable job records shared by every prepflow process of one deployment."""
+
+    # -- primitives each backend implements --------------------------------------------------
+
+    @abstractmethod
+    def _insert_if_absent(self, record: JobRecord) -> bool:
+        """Insert ``record`` unless its job name or idempotency key exists; True if inserted."""
+
+    @abstractmethod
+    def _load(self, job_name: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def _load_by_key(self, idempotency_key: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def _replace_if_version(self, record: JobRecord, expected_version: int) -> bool:
+        """Store ``record`` if the stored version is still ``expected_version``."""
+
+    @abstractmethod
+    def _scan(self, status: JobStatus | None, limit: int) -> list[JobRecord]:
+        """Return up to ``limit`` records, newest first, optionally of one status."""
+
+    # -- rules ------------------------------------------------------------------------------
+
+    def create(self, record: JobRecord) -> tuple[JobRecord, bool]:
+        """Insert ``record`` unless its idempotency key has one; return (stored record, created)."""
+        if self._insert_if_absent(record):
+            logger.info("recorded job %s", record.job_name)
+            return record, True
+        existing = self._load_by_key(record.idempotency_key) or self._load(record.job_name)
+        if existing is None:
+            raise JobStoreError(
+                f"job {record.job_name!r} was neither inserted nor found; the store is "
+                "inconsistent, check that its database file is writable"
+            )
+        return existing, False
+
+    def get(self, job_name: str) -> JobRecord:
+        record = self._load(job_name)
+        if record is None:
+            raise JobNotFoundError(job_name)
+        return record
+
+    def find(self, job_name: str) -> JobRecord | None:
+        return self._load(job_name)
+
+    def find_by_key(self, idempotency_key: str) -> JobRecord | None:
+        return self._load_by_key(idempotency_key)
+
+    def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[JobRecord]:
+        return self._scan(status, limit)
+
+    def update(self, job_name: str, **changes: Any) -> JobRecord:
+        """Change fields other than ``status``."""
+        if "status" in changes:
+            raise JobStoreError("use transition() to change a job's status")
+        return self._write(job_name, lambda record: changes)
+
+    def transition(self, job_name: str, status: JobStatus, **changes: Any) -> JobRecord:
+        """Move the job to ``status``; raise IllegalTransitionError for a change not allowed.
+
+        Moving to the status a job already has only updates the other fields.
+        """
+
+        def change(record: JobRecord) -> dict[str, Any]:
+            if record.status != status and status not in LEGAL_TRANSITIONS[record.status]:
+                raise IllegalTransitionError(
+                    f"job {job_name!r} cannot go from {record.status} to {status}; allowed: "
+                    f"{sorted(LEGAL_TRANSITIONS[record.status]) or 'none (terminal)'}"
+                )
+            return {**changes, "status": status}
+
+        return self._write(job_name, change)
+
+    def apply_description(self, description: JobDescription, **changes: Any) -> JobRecord:
+        """Record what the backend reports; repeats and out-of-order reports change nothing.
+
+        A report of a status the record has already passed is ignored, so a late
+        ``InProgress`` never overwrites ``Completed``. ``InProgress -> Stopped`` goes through
+        ``Stopping``, as the lifecycle requires.
+        """
+        record = self.get(description.job_name)
+        if record.status.is_terminal or description.status == JobStatus.IN_PROGRESS:
+            if record.status != description.status:
+                logger.info(
+                    "ignored %s report for job %s, which is %s",
+                    description.status,
+                    record.job_name,
+                    record.status,
+                )
+            return record
+        fields = {**_description_fields(description), **changes}
+        if description.status == JobStatus.STOPPED and record.status == JobStatus.IN_PROGRESS:
+            self.transition(record.job_name, JobStatus.STOPPING)
+        updated = self.transition(record.job_name, description.status, **fields)
+        logger.info("job %s is %s", updated.job_name, updated.status)
+        return updated
+
+    def _write(self, job_name: str, change: Any) -> JobRecord:
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            record = self.get(job_name)
+            updated = record.model_copy(update={**change(record), "version": record.version + 1})
+            if self._replace_if_version(updated, record.version):
+                return updated
+        raise JobStoreError(
+            f"job {job_name!r} changed {MAX_WRITE_ATTEMPTS} times while being updated; "
+            "another process rewrites it in a loop"
+        )
+
+
+def _description_fields(description: JobDescription) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "failure_reason": description.failure_reason,
+        "exit_message": description.exit_message,
+        "ended_at": description.end_time,
+    }
+    if description.start_time is not None:
+        fields["started_at"] = description.start_time
+    fields.update(_counts_from_exit_message(description.exit_message))
+    return fields
+
+
+def _counts_from_exit_message(message: str | None) -> dict[str, int]:
+    """Read ``rows_in`` and ``rows_out`` from a built-in step's ExitMessage (a JSON object)."""
+    if not message:
+        return {}
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {
+        name: parsed[name]
+        for name in ("rows_in", "rows_out")
+        if isinstance(parsed.get(name), int) and not isinstance(parsed.get(name), bool)
+    }

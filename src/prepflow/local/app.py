@@ -1,0 +1,97 @@
+"""The local mode, wired: folder store, SQLite job store, local runner and the orchestrator.
+
+Everything lives under ``settings.home``; several prepflow processes (``run``, ``watch``) may
+share one home at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prepflow.jobs.local import LocalRunner, RunnerConfig
+from prepflow.jobs.spec import JobStatus
+from prepflow.jobs.template import StepTemplate
+from prepflow.jobstore.base import JobRecord
+from prepflow.jobstore.sqlite import SqliteJobStore
+from prepflow.orchestrator import Orchestrator
+from prepflow.settings import Settings
+from prepflow.storage.base import parse_s3_uri
+from prepflow.storage.local import LocalObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalApp:
+    settings: Settings
+    store: LocalObjectStore
+    jobs: SqliteJobStore
+    runner: LocalRunner
+    orchestrator: Orchestrator
+
+    def refresh(self, job_name: str) -> JobRecord:
+        """Return the job's record, bringing it up to date if its supervisor died unseen."""
+        record = self.jobs.get(job_name)
+        if record.status.is_terminal or record.submitted_at is None:
+            return record
+        description = self.runner.describe(job_name)
+        if description.status.is_terminal and not self.runner.is_running(job_name):
+            # The supervisor records its own end; it is gone, so record what it left.
+            return self.jobs.apply_description(description)
+        return record
+
+    def wait(self, job_names: list[str], *, timeout: float | None = None) -> list[JobRecord]:
+        """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        pending = list(job_names)
+        while True:
+            pending = [name for name in pending if not self.refresh(name).status.is_terminal]
+            if not pending:
+                return [self.jobs.get(name) for name in job_names]
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"jobs still running after {timeout:.0f} s: {pending}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def output_files(self, record: JobRecord) -> list[str]:
+        """Return the S3 URIs of the objects a completed job wrote."""
+        if record.status != JobStatus.COMPLETED:
+            return []
+        uris = []
+        for output in record.outputs:
+            bucket, prefix = parse_s3_uri(output)
+            uris.extend(info.uri for info in self.store.list_objects(bucket, prefix))
+        return uris
+
+    def local_path(self, uri: str) -> Path:
+        """Return the file or folder that holds an S3 URI in the local store."""
+        bucket, key = parse_s3_uri(uri)
+        return self.store.buckets_root / bucket / key
+
+
+def build_local_app(settings: Settings, step: StepTemplate | None = None) -> LocalApp:
+    home = settings.home.resolve()
+    store = LocalObjectStore(home, region=settings.region)
+    jobs = SqliteJobStore(home / "jobs.db")
+    runner = LocalRunner(
+        RunnerConfig(
+            home=str(home),
+            logs_bucket=settings.buckets.logs,
+            job_store_db=str(home / "jobs.db"),
+            isolation=settings.isolation,
+            max_concurrent_jobs=settings.max_concurrent_jobs,
+            region=settings.region,
+        )
+    )
+    orchestrator = Orchestrator(
+        settings=settings,
+        store=store,
+        backend=runner,
+        jobs=jobs,
+        step=step or StepTemplate.built_in(),
+    )
+    return LocalApp(settings, store, jobs, runner, orchestrator)

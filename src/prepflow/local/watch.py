@@ -1,0 +1,129 @@
+"""The folder watcher: every settled file under the raw bucket's input prefix starts a job once.
+
+Any program may write into ``<home>/buckets/<raw bucket>/<input prefix>``. A file is taken
+when it has not changed for ``settle_seconds`` (so half-copied files wait), then the store
+records it (ETag, sequencer) and the watcher hands the orchestrator the S3 notification a PUT
+would have sent. The first scan is the reconcile: files that arrived while no watcher ran are
+processed then. Nothing is processed twice: a file already recorded keeps its sequencer, so
+its idempotency key finds the existing job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from prepflow.errors import PrepflowError
+from prepflow.events import build_s3_notification
+from prepflow.local.app import LocalApp
+from prepflow.naming import object_idempotency_key
+from prepflow.orchestrator import OutcomeKind, TriggerResult
+
+logger = logging.getLogger(__name__)
+
+FileIdentity = tuple[int, int, int]
+
+
+@dataclass
+class Watcher:
+    app: LocalApp
+    interval_seconds: float = 1.0
+    settle_seconds: float = 2.0
+    _last_seen: dict[str, FileIdentity] = field(default_factory=dict)
+    _handled: dict[str, FileIdentity] = field(default_factory=dict)
+    _running: dict[str, str] = field(default_factory=dict)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Scan until ``stop`` is set (or forever); errors of one scan are logged, not fatal."""
+        stop = stop or threading.Event()
+        settings = self.app.settings
+        logger.info(
+            "watching s3://%s/%s (%s)",
+            settings.buckets.raw,
+            settings.input_prefix,
+            self.app.store.buckets_root / settings.buckets.raw / settings.input_prefix,
+        )
+        while not stop.is_set():
+            try:
+                self.scan_once()
+            except PrepflowError as error:
+                logger.error("scan failed, retrying in %.1f s: %s", self.interval_seconds, error)
+            self.report_finished()
+            stop.wait(self.interval_seconds)
+        logger.info("watcher stopped")
+
+    def scan_once(self, *, now: float | None = None) -> list[TriggerResult]:
+        """Start jobs for every settled, unhandled file; return the orchestrator's results."""
+        now = time.time() if now is None else now
+        settings = self.app.settings
+        bucket = settings.buckets.raw
+        results = []
+        seen: dict[str, FileIdentity] = {}
+        for key, _, stat in self.app.store.scan(bucket, settings.input_prefix):
+            identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            seen[key] = identity
+            if self._handled.get(key) == identity or not self._settled(key, identity, stat, now):
+                continue
+            if self.app.orchestrator.skip_reason(bucket, key, stat.st_size) is not None:
+                self._handled[key] = identity
+                continue
+            result = self._process(bucket, key)
+            if result is not None:
+                results.append(result)
+            self._handled[key] = identity
+        self._last_seen = seen
+        return results
+
+    def report_finished(self) -> None:
+        """Log each job this watcher started once it ends."""
+        for name in list(self._running):
+            try:
+                record = self.app.refresh(name)
+            except PrepflowError as error:
+                logger.warning("cannot read the state of job %s: %s", name, error)
+                continue
+            if not record.status.is_terminal:
+                continue
+            subject = self._running.pop(name)
+            if record.failure_reason:
+                logger.warning("job %s for %s %s: %s", name, subject, record.status,
+                               record.failure_reason)
+            else:
+                logger.info("job %s for %s %s (rows in %s, out %s)", name, subject,
+                            record.status, record.rows_in, record.rows_out)
+
+    def _settled(self, key: str, identity: FileIdentity, stat: os.stat_result, now: float) -> bool:
+        if now - stat.st_mtime < self.settle_seconds:
+            return False
+        # On the first scan, an old enough file is settled; later, it must also be unchanged
+        # since the previous scan.
+        return not self._last_seen or self._last_seen.get(key) == identity
+
+    def _process(self, bucket: str, key: str) -> TriggerResult | None:
+        info = self.app.store.head_object(bucket, key)
+        idempotency_key = object_idempotency_key(
+            bucket, key, version_id=info.version_id, sequencer=info.sequencer
+        )
+        existing = self.app.jobs.find_by_key(idempotency_key)
+        if existing is not None and existing.submitted_at is not None:
+            return None
+        notification = build_s3_notification(
+            bucket=bucket,
+            key=key,
+            size=info.size,
+            etag=info.etag,
+            sequencer=info.sequencer or "",
+            region=self.app.settings.region,
+            event_time=info.last_modified,
+            configuration_id="prepflow-watch",
+        )
+        result = self.app.orchestrator.handle(notification)
+        for outcome in result.outcomes:
+            if outcome.kind == OutcomeKind.STARTED and outcome.job_name:
+                self._running[outcome.job_name] = outcome.subject
+            elif outcome.kind == OutcomeKind.FAILED:
+                logger.error("no job for %s: %s", outcome.subject, outcome.reason)
+        return result

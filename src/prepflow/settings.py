@@ -1,0 +1,173 @@
+"""prepflow's settings: one typed object, read once at the edge (CLI or Lambda handler).
+
+Precedence, highest first: a command-line option (passed to ``load_settings`` as an override),
+then the environment variable, then the default written below. The first six variables keep
+the names of the reference deployment this project grew from, so an existing Lambda
+configuration works unchanged; prepflow's own variables start with ``PREPFLOW_``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from prepflow.errors import ConfigurationError
+from prepflow.jobs.spec import MAX_INSTANCE_COUNT, MAX_RUNTIME_LIMIT_SECONDS
+from prepflow.processing.paths import DATA_SUFFIXES
+
+# The local runner never calls AWS, but CreateProcessingJob requires a role ARN; this
+# placeholder keeps local job specs identical in shape to the ones sent to SageMaker.
+LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/prepflow-local-runner"
+LOCAL_IMAGE_URI = "prepflow-processing:local"
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The deployment's five bucket names."""
+
+    raw: str
+    processed: str
+    model_artifacts: str
+    logs: str
+    feature_store: str
+
+
+class Settings(BaseSettings):
+    """Everything prepflow reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, populate_by_name=True, extra="forbid"
+    )
+
+    # Names every bucket: "<app_prefix>-raw-data-bucket" and so on.
+    app_prefix: str = Field(
+        "mlops-lambda-preprocessing-pipeline", validation_alias="APP_PREFIX", min_length=3
+    )
+    # SageMaker instance type of each processing job; the local runner records it only.
+    processing_instance_type: str = Field("ml.t3.medium", validation_alias="PROCESSING_INSTANCE_TYPE")
+    processing_instance_count: int = Field(
+        1, validation_alias="PROCESSING_INSTANCE_COUNT", ge=1, le=MAX_INSTANCE_COUNT
+    )
+    # Version of the prebuilt scikit-learn processing image used when no image URI is set.
+    sklearn_version: str = Field("1.2-1", validation_alias="SKLEARN_VERSION")
+    # Role that SageMaker assumes for the job; locally a placeholder (LOCAL_ROLE_ARN).
+    sagemaker_role_arn: str | None = Field(None, validation_alias="SAGEMAKER_ROLE_ARN")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
+
+    # Root folder of the local mode: buckets, job folders and databases live under it.
+    home: Path = Field(Path(".prepflow"), validation_alias="PREPFLOW_HOME")
+    region: str = Field(
+        "us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    processing_image_uri: str | None = Field(None, validation_alias="PROCESSING_IMAGE_URI")
+    # Objects under this prefix of the raw-data bucket start jobs, if their name ends with
+    # one of the suffixes (compared in lower case).
+    input_prefix: str = Field("input/", validation_alias="PREPFLOW_INPUT_PREFIX")
+    input_suffixes: Annotated[tuple[str, ...], NoDecode] = Field(
+        DATA_SUFFIXES, validation_alias="PREPFLOW_INPUT_SUFFIXES", min_length=1
+    )
+    # Processed data goes under this prefix of the processed-data bucket, one folder per job.
+    output_prefix: str = Field("output/", validation_alias="PREPFLOW_OUTPUT_PREFIX")
+    # Readable start of every job name; SageMaker permissions are scoped to "<prefix>-*".
+    job_name_prefix: str = Field(
+        "prepflow", validation_alias="PREPFLOW_JOB_NAME_PREFIX", pattern=r"^[a-zA-Z0-9]{1,20}$"
+    )
+    max_runtime_seconds: int = Field(
+        3600, validation_alias="PREPFLOW_MAX_RUNTIME_SECONDS", ge=1, le=MAX_RUNTIME_LIMIT_SECONDS
+    )
+    # Jobs the local runner runs at once, across every prepflow process sharing one home;
+    # the others wait for a free slot. Unset means one per CPU.
+    max_concurrent_jobs: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        validation_alias="PREPFLOW_MAX_CONCURRENT_JOBS",
+        ge=1,
+        le=256,
+    )
+    # How the local runner gives a user script its /opt/ml: "namespace" (a private mount
+    # namespace, Linux only), "none" (paths handed over in PREPFLOW_ML_ROOT instead, which
+    # only prepflow's built-in step reads), or "auto" (namespace where possible).
+    isolation: Literal["auto", "namespace", "none"] = Field(
+        "auto", validation_alias="PREPFLOW_ISOLATION"
+    )
+    volume_size_gb: int = Field(30, validation_alias="PREPFLOW_VOLUME_SIZE_GB", ge=1)
+
+    raw_bucket: str | None = Field(None, validation_alias="PREPFLOW_RAW_BUCKET")
+    processed_bucket: str | None = Field(None, validation_alias="PREPFLOW_PROCESSED_BUCKET")
+    model_artifacts_bucket: str | None = Field(
+        None, validation_alias="PREPFLOW_MODEL_ARTIFACTS_BUCKET"
+    )
+    logs_bucket: str | None = Field(None, validation_alias="PREPFLOW_LOGS_BUCKET")
+    feature_store_bucket: str | None = Field(None, validation_alias="PREPFLOW_FEATURE_STORE_BUCKET")
+
+    @field_validator("input_prefix", "output_prefix")
+    @classmethod
+    def _prefix_is_folder(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise ValueError(f"prefix {value!r} must not start with '/'; S3 keys have no root")
+        return value if value == "" or value.endswith("/") else value + "/"
+
+    @field_validator("input_suffixes", mode="before")
+    @classmethod
+    def _split_suffixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(s.lower() if s.startswith(".") else "." + s.lower() for s in value)
+        return value
+
+    @property
+    def buckets(self) -> Buckets:
+        prefix = self.app_prefix
+        return Buckets(
+            raw=self.raw_bucket or f"{prefix}-raw-data-bucket",
+            processed=self.processed_bucket or f"{prefix}-processed-data-bucket",
+            model_artifacts=self.model_artifacts_bucket or f"{prefix}-model-artifacts-bucket",
+            logs=self.logs_bucket or f"{prefix}-logs-bucket",
+            feature_store=self.feature_store_bucket or f"{prefix}-feature-store-bucket",
+        )
+
+    @property
+    def role_arn(self) -> str:
+        return self.sagemaker_role_arn or LOCAL_ROLE_ARN
+
+    @property
+    def image_uri(self) -> str:
+        return self.processing_image_uri or LOCAL_IMAGE_URI
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from command-line overrides (None means 'not given') and the environment.
+
+    Raises ConfigurationError naming the variable, the bad value and what is allowed.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        raise ConfigurationError(_describe_validation_error(error)) from error
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "settings"
+        env_name = _ENV_NAMES.get(field, field)
+        lines.append(f"{env_name}={problem.get('input')!r}: {problem['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def _env_name(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias or field_name)
+
+
+_ENV_NAMES = {name: _env_name(name) for name in Settings.model_fields}
