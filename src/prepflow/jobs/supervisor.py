@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,6 +70,7 @@ class Supervisor:
         except Exception as error:  # the supervisor must record every failure it can
             logger.exception("job %s: runner failed", self.spec.name)
             outcome = Outcome(JobStatus.FAILED, _cut(f"InternalServerError: {error}"))
+        self._remove_staged_files()
         self._finish(outcome)
 
     def _run_in_slot(self) -> Outcome:
@@ -167,6 +169,20 @@ class Supervisor:
             return f"AlgorithmError: {cause}. The process wrote nothing to stderr."
         room = MAX_REASON_LENGTH - len(head)
         return head + (tail if len(tail) <= room else "..." + tail[-(room - 3) :])
+
+    def _remove_staged_files(self) -> None:
+        """Delete the job's copies of its inputs and outputs, as an instance's disk goes away.
+
+        The config files and the exit message stay for inspection.
+        """
+        host = self.folder.host_root(HOST)
+        for folder in (host / "processing", host.parent / "overlay"):
+            if not folder.exists():
+                continue
+            try:
+                shutil.rmtree(folder)
+            except OSError as error:
+                logger.warning("job %s: cannot remove %s: %s", self.spec.name, folder, error)
 
     def _finish(self, outcome: Outcome) -> None:
         fields: dict[str, object] = {

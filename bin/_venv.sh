@@ -1,0 +1,38 @@
+# Shared by bin/demo and bin/test: make sure .venv exists and holds prepflow with the given
+# extras. Reinstalls only when pyproject.toml or the extras changed since the last install.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv"
+
+find_python() {
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  echo "error: prepflow needs Python 3.11 or newer; install it and run this again" >&2
+  return 1
+}
+
+ensure_venv() {
+  local extras="$1"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    local python
+    python="$(find_python)"
+    echo "creating $venv with $python" >&2
+    "$python" -m venv "$venv"
+  fi
+  local spec="."
+  [[ -n "$extras" ]] && spec=".[$extras]"
+  local stamp
+  stamp="$venv/.installed-$(cat "$repo_root/pyproject.toml" <(echo "$extras") | sha256sum | cut -c1-16)"
+  if [[ ! -f "$stamp" ]]; then
+    echo "installing prepflow ($spec) into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    (cd "$repo_root" && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec")
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,42 @@
+"""Fixtures shared by every test tier."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import MOCK_DATA
+
+# Variables a developer's shell may set that would change what a test sees.
+_PREPFLOW_VARIABLES = [
+    name
+    for name in os.environ
+    if name.startswith("PREPFLOW_")
+    or name
+    in {
+        "APP_PREFIX",
+        "PROCESSING_INSTANCE_TYPE",
+        "PROCESSING_INSTANCE_COUNT",
+        "SKLEARN_VERSION",
+        "SAGEMAKER_ROLE_ARN",
+        "LOG_LEVEL",
+        "PROCESSING_IMAGE_URI",
+    }
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test without prepflow settings from the surrounding shell."""
+    for name in _PREPFLOW_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def mock_data() -> Path:
+    """The reference sample (20,000 rows); skipped where the shared folder is absent."""
+    if not MOCK_DATA.is_file():
+        pytest.skip(f"reference sample not found at {MOCK_DATA}")
+    return MOCK_DATA

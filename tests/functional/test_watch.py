@@ -1,0 +1,97 @@
+"""`prepflow watch`: files written by any program are processed once, also across restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from prepflow.jobs.spec import JobStatus
+from prepflow.jobstore.sqlite import SqliteJobStore
+from tests.helpers import wait_until
+
+RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
+
+
+def start_watch(home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "prepflow", "watch", "--interval", "0.2", "--settle", "0.5"],
+        env={**os.environ, "PREPFLOW_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_watch(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def copy_in(home: Path, source: Path, name: str) -> None:
+    """Write a file into the watched folder with another program (cp), as a user would."""
+    folder = home / "buckets" / RAW / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", str(source), str(folder / name)], check=True)
+
+
+def completed_inputs(home: Path) -> list[str]:
+    database = home / "jobs.db"
+    if not database.exists():
+        return []
+    jobs = SqliteJobStore(database).list_jobs()
+    return sorted(uri for r in jobs if r.status == JobStatus.COMPLETED for uri in r.inputs)
+
+
+def test_watch_processes_each_file_once(home, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("id,value\n1,a\n2,\n")
+    watcher = start_watch(home)
+    try:
+        copy_in(home, data, "first.csv")
+        wait_until(lambda: len(completed_inputs(home)) == 1, timeout=60, what="the first job")
+    finally:
+        stderr = stop_watch(watcher)
+    assert "watcher stopped" in stderr
+
+    copy_in(home, data, "second.csv")
+    copy_in(home, data, "third.csv")
+    restarted = start_watch(home)
+    try:
+        wait_until(lambda: len(completed_inputs(home)) == 3, timeout=60, what="three jobs")
+    finally:
+        stop_watch(restarted)
+
+    once = subprocess.run(
+        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
+        env={**os.environ, "PREPFLOW_HOME": str(home)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert once.returncode == 0, once.stderr
+    jobs = SqliteJobStore(home / "jobs.db").list_jobs()
+    assert len(jobs) == 3
+    assert completed_inputs(home) == [
+        f"s3://{RAW}/input/{name}.csv" for name in ("first", "second", "third")
+    ]
+
+
+def test_watch_ignores_unsupported_and_empty_files(home, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not data")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    copy_in(home, notes, "notes.txt")
+    copy_in(home, empty, "empty.csv")
+
+    once = subprocess.run(
+        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
+        env={**os.environ, "PREPFLOW_HOME": str(home)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert once.returncode == 0, once.stderr
+    assert SqliteJobStore(home / "jobs.db").list_jobs() == []

@@ -1,0 +1,55 @@
+"""Constants and helpers that tests of several tiers import (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prepflow.jobs.isolation import namespace_problem
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MOCK_DATA = REPO_ROOT.parent / "shared" / "data" / "mock_data.csv"
+SAMPLE_DATA = REPO_ROOT / "examples" / "data" / "employees.csv"
+EXAMPLE_SCRIPT = REPO_ROOT / "examples" / "scripts" / "preprocessing_script.py"
+CASES = REPO_ROOT / "tests" / "fixtures" / "cases"
+
+requires_namespaces = pytest.mark.skipif(
+    namespace_problem() is not None,
+    reason=f"user scripts need mount namespaces: {namespace_problem()}",
+)
+
+
+def json_output(result: subprocess.CompletedProcess[str]) -> Any:
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        pytest.fail(f"not JSON (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def load_case(name: str) -> Any:
+    return json.loads((CASES / name).read_text())
+
+
+def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    """Poll ``condition`` with backoff until it returns something true; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
