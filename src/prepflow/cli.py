@@ -73,8 +73,9 @@ def main_options(
     ] = None,
     log_level: Annotated[
         str | None,
-        typer.Option(help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]; default WARNING, "
-                     "INFO for watch"),
+        typer.Option(
+            help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]; default WARNING, INFO for watch"
+        ),
     ] = None,
 ) -> None:
     ctx.obj = Context(overrides={"home": home, "app_prefix": app_prefix}, log_level=log_level)
@@ -92,8 +93,11 @@ def run(
     wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
     script: Annotated[
         Path | None,
-        typer.Option(help="Run this script under the container contract instead of the "
-                     "built-in step", exists=True, dir_okay=False),
+        typer.Option(
+            help="Run this script under the container contract instead of the built-in step",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     instance_type: Annotated[
@@ -101,8 +105,9 @@ def run(
     ] = None,
     max_runtime: Annotated[
         int | None,
-        typer.Option(help="Seconds a job may run before it is stopped "
-                     "[env: PREPFLOW_MAX_RUNTIME_SECONDS]"),
+        typer.Option(
+            help="Seconds a job may run before it is stopped [env: PREPFLOW_MAX_RUNTIME_SECONDS]"
+        ),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for the jobs before giving up")
@@ -110,8 +115,9 @@ def run(
 ) -> None:
     """Upload files to the raw-data bucket's input prefix and process each one."""
     context: Context = ctx.obj
-    settings = _setup(context, processing_instance_type=instance_type,
-                      max_runtime_seconds=max_runtime)
+    settings = _setup(
+        context, processing_instance_type=instance_type, max_runtime_seconds=max_runtime
+    )
     uploads = _plan_uploads(paths, settings)
     local = build_local_app(settings)
     if script is not None:
@@ -126,8 +132,9 @@ def run(
         local.store.upload_file(settings.buckets.raw, key, path)
         if not as_json:
             _err(f"uploaded {path} to s3://{settings.buckets.raw}/{key}")
-    _finish(local, [o for r in results for o in r.outcomes], wait=wait, as_json=as_json,
-            timeout=timeout)
+    _finish(
+        local, [o for r in results for o in r.outcomes], wait=wait, as_json=as_json, timeout=timeout
+    )
 
 
 def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str]]:
@@ -141,16 +148,22 @@ def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str
             uploads += [(p, settings.input_prefix + p.relative_to(path).as_posix()) for p in found]
         elif path.is_file():
             if not _supported(path, settings):
-                raise Exit(EXIT_USAGE, f"{path}: unsupported file type; supported: "
-                           f"{_suffixes(settings)} (set PREPFLOW_INPUT_SUFFIXES to change)")
+                raise Exit(
+                    EXIT_USAGE,
+                    f"{path}: unsupported file type; supported: "
+                    f"{_suffixes(settings)} (set PREPFLOW_INPUT_SUFFIXES to change)",
+                )
             uploads.append((path, settings.input_prefix + path.name))
         else:
             raise Exit(EXIT_USAGE, f"{path}: no such file or folder")
     keys = [key for _, key in uploads]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
-        raise Exit(EXIT_USAGE, f"several files would be uploaded to the same key: {repeated}; "
-                   "rename them or run them one at a time")
+        raise Exit(
+            EXIT_USAGE,
+            f"several files would be uploaded to the same key: {repeated}; "
+            "rename them or run them one at a time",
+        )
     return uploads
 
 
@@ -244,8 +257,8 @@ def watch(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    _err(f"watching {local.store.buckets_root / local.settings.buckets.raw / local.settings.input_prefix}"
-         " (Ctrl-C to stop)")
+    folder = local.store.buckets_root / local.settings.buckets.raw / local.settings.input_prefix
+    _err(f"watching {folder} (Ctrl-C to stop)")
     watcher.run(stop)
 
 
@@ -270,15 +283,24 @@ def jobs_list(
         return
     rows = [("JOB NAME", "STATUS", "CREATED", "DURATION", "ROWS IN", "ROWS OUT", "INPUT")]
     for r in records:
-        rows.append((
-            r.job_name, r.status.value, r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            _seconds(r.duration_s), _count(r.rows_in), _count(r.rows_out),
-            r.inputs[0] + (f" (+{len(r.inputs) - 1})" if len(r.inputs) > 1 else "")
-            if r.inputs else "",
-        ))
+        rows.append(
+            (
+                r.job_name,
+                r.status.value,
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                _seconds(r.duration_s),
+                _count(r.rows_in),
+                _count(r.rows_out),
+                r.inputs[0] + (f" (+{len(r.inputs) - 1})" if len(r.inputs) > 1 else "")
+                if r.inputs
+                else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        _out("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        _out(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
 
 
 @jobs_app.command("describe")
@@ -290,9 +312,23 @@ def jobs_describe(
     """Show one job: status, inputs, outputs, counts, failure reason and request."""
     local = build_local_app(_setup(ctx.obj))
     record = local.refresh(job_name)
-    details = {**_job_json(local, record), **record.model_dump(
-        mode="json", include={"idempotency_key", "manifest_uri", "created_at", "started_at",
-                              "ended_at", "exit_message", "waiting_reason", "log_tail", "request"})}
+    details = {
+        **_job_json(local, record),
+        **record.model_dump(
+            mode="json",
+            include={
+                "idempotency_key",
+                "manifest_uri",
+                "created_at",
+                "started_at",
+                "ended_at",
+                "exit_message",
+                "waiting_reason",
+                "log_tail",
+                "request",
+            },
+        ),
+    }
     if as_json:
         _out(json.dumps(details, indent=2))
         return
@@ -307,7 +343,9 @@ def jobs_describe(
 def jobs_logs(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(help="Job name")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")
+    ] = False,
 ) -> None:
     """Print a job's output (stdout and stderr of its container command)."""
     local = build_local_app(_setup(ctx.obj))
@@ -355,7 +393,8 @@ def _setup(context: Context, *, default_level: str = "WARNING", **overrides: Any
     settings = context.settings(**overrides)
     level = context.log_level or os.environ.get("LOG_LEVEL") or default_level
     logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
+        level=level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return settings
@@ -383,8 +422,10 @@ def _finish(
 
 
 def _print_job(local: LocalApp, record: JobRecord) -> None:
-    _out(f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
-         f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}")
+    _out(
+        f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
+        f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}"
+    )
     for uri in record.inputs:
         _out(f"  input:  {uri}")
     if record.status == JobStatus.COMPLETED:
@@ -455,7 +496,7 @@ def main() -> None:
         _err("interrupted; jobs already started keep running (see 'prepflow jobs list')")
         sys.exit(130)
     except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
+        import click  # type: ignore[import-not-found]
 
         if isinstance(error, click.exceptions.ClickException):
             error.show()

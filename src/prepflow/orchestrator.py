@@ -163,8 +163,12 @@ class Orchestrator:
             if message.error is not None:
                 subject = f"SQS message {message.message_id}"
                 result.outcomes.append(
-                    Outcome(OutcomeKind.FAILED, subject, reason=message.error,
-                            message_id=message.message_id)
+                    Outcome(
+                        OutcomeKind.FAILED,
+                        subject,
+                        reason=message.error,
+                        message_id=message.message_id,
+                    )
                 )
             for notification in message.notifications:
                 result.outcomes.append(self._handle_one(notification, message.message_id))
@@ -192,9 +196,7 @@ class Orchestrator:
         except PrepflowError as error:
             logger.error("failed to start a job for %s: %s", subject, error)
             return Outcome(OutcomeKind.FAILED, subject, reason=str(error), message_id=message_id)
-        return Outcome(
-            outcome.kind, outcome.subject, outcome.job_name, outcome.reason, message_id
-        )
+        return Outcome(outcome.kind, outcome.subject, outcome.job_name, outcome.reason, message_id)
 
     def _dispatch(self, notification: Notification, subject: str) -> Outcome:
         if isinstance(notification, ObjectCreated):

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         "mlops-lambda-preprocessing-pipeline", validation_alias="APP_PREFIX", min_length=3
     )
     # SageMaker instance type of each processing job; the local runner records it only.
-    processing_instance_type: str = Field("ml.t3.medium", validation_alias="PROCESSING_INSTANCE_TYPE")
+    processing_instance_type: str = Field(
+        "ml.t3.medium", validation_alias="PROCESSING_INSTANCE_TYPE"
+    )
     processing_instance_count: int = Field(
         1, validation_alias="PROCESSING_INSTANCE_COUNT", ge=1, le=MAX_INSTANCE_COUNT
     )

@@ -14,6 +14,7 @@ this way, so it is refused with a message that says what to do instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -68,7 +69,9 @@ def resolve_mode(mode: str, argv: list[str]) -> str:
     if problem is None:
         return "namespace"
     if mode == "auto" and runs_built_in_step(argv):
-        logger.info("mount namespaces unavailable (%s); running the built-in step directly", problem)
+        logger.info(
+            "mount namespaces unavailable (%s); running the built-in step directly", problem
+        )
         return "none"
     raise IsolationError(
         f"cannot run {' '.join(argv)!r} with its own /opt/ml: {problem}. Run prepflow on Linux "
@@ -107,19 +110,15 @@ def runs_built_in_step(argv: list[str]) -> bool:
 def kill_tree(process: subprocess.Popen[bytes], *, grace_seconds: float) -> None:
     """End the job's process group: SIGTERM, then SIGKILL after ``grace_seconds``."""
     _signal_group(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        pass
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
 
 
 def _signal_group(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _container_argv(spec: ProcessingJobSpec) -> list[str]:

@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,22 +144,7 @@ class LocalRunner(JobBackend):
         """Return True while the job's supervisor process is alive."""
         status = self._folder(job_name).read_status()
         pid = status.get("supervisor_pid")
-        return bool(pid) and _alive(pid, status.get("supervisor_start"))
-
-    def wait(self, job_name: str, *, timeout: float | None = None) -> JobDescription:
-        """Poll until the job ends; raise TimeoutError after ``timeout`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            description = self.describe(job_name)
-            if description.status.is_terminal:
-                return description
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"job {job_name} is still {description.status} after {timeout:.0f} s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        return pid is not None and _alive(int(pid), status.get("supervisor_start"))
 
     def folder(self, job_name: str) -> JobFolder:
         return self._folder(job_name)
@@ -205,7 +189,7 @@ class LocalRunner(JobBackend):
         status = folder.read_status()
         if JobStatus(status["status"]).is_terminal or "supervisor_pid" not in status:
             return
-        pid = status["supervisor_pid"]
+        pid = int(status["supervisor_pid"])
         if _alive(pid, status.get("supervisor_start")):
             return
         # Re-read: the supervisor may have written its last status just before exiting.

@@ -62,7 +62,9 @@ def _writable_opt(overlay: str) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 4 or argv[2] != "--":
-        print("usage: python -m prepflow.jobs.sandbox HOST_ML OVERLAY -- COMMAND...", file=sys.stderr)
+        print(
+            "usage: python -m prepflow.jobs.sandbox HOST_ML OVERLAY -- COMMAND...", file=sys.stderr
+        )
         return EXIT_SETUP_FAILED
     host_ml, overlay, command = argv[0], argv[1], argv[3:]
     try:

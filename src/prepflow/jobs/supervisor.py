@@ -114,7 +114,9 @@ class Supervisor:
         if stop_reason is not None:
             return Outcome(JobStatus.STOPPED, stop_reason, exit_message)
         if process.returncode != 0:
-            return Outcome(JobStatus.FAILED, self._algorithm_error(process.returncode), exit_message)
+            return Outcome(
+                JobStatus.FAILED, self._algorithm_error(process.returncode), exit_message
+            )
         return Outcome(JobStatus.COMPLETED, None, exit_message)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
@@ -193,7 +195,9 @@ class Supervisor:
         if outcome.status == JobStatus.STOPPED:
             self._record(JobStatus.STOPPING)
         self._record(outcome.status, **fields)
-        logger.info("job %s ended: %s %s", self.spec.name, outcome.status, outcome.failure_reason or "")
+        logger.info(
+            "job %s ended: %s %s", self.spec.name, outcome.status, outcome.failure_reason or ""
+        )
 
     def _record(self, status: JobStatus, **fields: object) -> None:
         """Write status.json, then apply the change to the job store (when one is configured)."""

@@ -61,7 +61,7 @@ class LocalApp:
         """Return the S3 URIs of the objects a completed job wrote."""
         if record.status != JobStatus.COMPLETED:
             return []
-        uris = []
+        uris: list[str] = []
         for output in record.outputs:
             bucket, prefix = parse_s3_uri(output)
             uris.extend(info.uri for info in self.store.list_objects(bucket, prefix))

@@ -89,11 +89,18 @@ class Watcher:
                 continue
             subject = self._running.pop(name)
             if record.failure_reason:
-                logger.warning("job %s for %s %s: %s", name, subject, record.status,
-                               record.failure_reason)
+                logger.warning(
+                    "job %s for %s %s: %s", name, subject, record.status, record.failure_reason
+                )
             else:
-                logger.info("job %s for %s %s (rows in %s, out %s)", name, subject,
-                            record.status, record.rows_in, record.rows_out)
+                logger.info(
+                    "job %s for %s %s (rows in %s, out %s)",
+                    name,
+                    subject,
+                    record.status,
+                    record.rows_in,
+                    record.rows_out,
+                )
 
     def _settled(self, key: str, identity: FileIdentity, stat: os.stat_result, now: float) -> bool:
         if now - stat.st_mtime < self.settle_seconds:

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m prepflow.processing")
     parser.add_argument("--input", type=Path, help="folder of data files (default: the job's)")
-    parser.add_argument("--output", type=Path, help="folder for processed files (default: the job's)")
+    parser.add_argument(
+        "--output", type=Path, help="folder for processed files (default: the job's)"
+    )
     args = parser.parse_args(argv)
 
     paths = container_paths()

@@ -88,7 +88,7 @@ class LocalObjectStore(ObjectStore):
         path = self._path_for(bucket, key, create=True)
         return path.open("ab")
 
-    def _write(self, bucket: str, key: str, fill: Callable[[BinaryIO], object]) -> ObjectInfo:
+    def _write(self, bucket: str, key: str, fill: Callable[[_HashingWriter], object]) -> ObjectInfo:
         target = self._path_for(bucket, key, create=True)
         if key.endswith("/"):
             return self._put_folder_placeholder(bucket, key, target)
@@ -102,19 +102,19 @@ class LocalObjectStore(ObjectStore):
         self._notify(info)
         return info
 
-    def _fill_temporary(self, fill: Callable[[BinaryIO], object]) -> tuple[Path, str]:
-        handle = tempfile.NamedTemporaryFile(dir=self._tmp, delete=False, prefix="put-")
-        digest = _HashingWriter(handle)
+    def _fill_temporary(self, fill: Callable[[_HashingWriter], object]) -> tuple[Path, str]:
+        descriptor, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        temporary = Path(name)
         try:
-            fill(digest)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
+            with os.fdopen(descriptor, "wb") as handle:
+                writer = _HashingWriter(handle)
+                fill(writer)
+                handle.flush()
+                os.fsync(handle.fileno())
         except BaseException:
-            handle.close()
-            Path(handle.name).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
-        handle.close()
-        return Path(handle.name), digest.hexdigest()
+        return temporary, writer.hexdigest()
 
     def _commit(
         self, bucket: str, key: str, temporary: Path, target: Path, etag: str
@@ -216,9 +216,7 @@ class LocalObjectStore(ObjectStore):
 
     # -- metadata -------------------------------------------------------------------------
 
-    def _sync_metadata(
-        self, bucket: str, key: str, path: Path, stat: os.stat_result
-    ) -> ObjectInfo:
+    def _sync_metadata(self, bucket: str, key: str, path: Path, stat: os.stat_result) -> ObjectInfo:
         with closing_connection(self._db) as connection:
             row = connection.execute(
                 "SELECT * FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
