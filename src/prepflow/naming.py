@@ -50,7 +50,7 @@ def manual_idempotency_key(
 def job_name(job_prefix: str, idempotency_key: str, source_key: str) -> str:
     """Return the SageMaker job name for ``idempotency_key``; readable part from ``source_key``."""
     suffix = hashlib.sha256(idempotency_key.encode()).hexdigest()[:HASH_LENGTH]
-    room = JOB_NAME_MAX_LENGTH - len(job_prefix) - len(suffix) - 2
+    room = max(JOB_NAME_MAX_LENGTH - len(job_prefix) - len(suffix) - 2, 0)
     readable = readable_part(source_key)[:room].strip("-")
     parts = [job_prefix, readable, suffix] if readable else [job_prefix, suffix]
     name = "-".join(parts)

@@ -40,9 +40,9 @@ class Buckets:
 class Settings(BaseSettings):
     """Everything prepflow reads from its environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=False, populate_by_name=True, extra="forbid"
-    )
+    # Fields are read from their aliases only: with populate_by_name, pydantic-settings would
+    # also read a variable named like the field, so HOME would become the prepflow home.
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="forbid")
 
     # Names every bucket: "<app_prefix>-raw-data-bucket" and so on.
     app_prefix: str = Field(
@@ -147,9 +147,13 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from command-line overrides (None means 'not given') and the environment.
 
-    Raises ConfigurationError naming the variable, the bad value and what is allowed.
+    Overrides are keyed by field name. Raises ConfigurationError naming the variable, the
+    bad value and what is allowed.
     """
-    given = {name: value for name, value in overrides.items() if value is not None}
+    unknown = sorted(set(overrides) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigurationError(f"unknown settings {unknown}; known: {sorted(_ENV_NAMES)}")
+    given = {_ENV_NAMES[name]: value for name, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as error:
@@ -162,6 +166,7 @@ def _describe_validation_error(error: ValidationError) -> str:
         field = ".".join(str(part) for part in problem["loc"]) or "settings"
         env_name = _ENV_NAMES.get(field, field)
         lines.append(f"{env_name}={problem.get('input')!r}: {problem['msg']}")
+    lines.append("fix the variable or the command-line option and run again")
     return "invalid configuration: " + "; ".join(lines)
 
 

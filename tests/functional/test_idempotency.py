@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from prepflow.jobs.spec import JobStatus

@@ -109,7 +109,11 @@ def check_key(key: str) -> None:
     """
     if not key:
         raise InvalidKeyError("object key is empty; S3 keys have 1 to 1,024 bytes")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidKeyError(f"object key {key!r} is not valid UTF-8 text") from error
+    if len(encoded) > MAX_KEY_BYTES:
         raise InvalidKeyError(f"object key {key[:60]!r}... is longer than {MAX_KEY_BYTES} bytes")
     if "\0" in key:
         raise InvalidKeyError(f"object key {key!r} contains a NUL character")

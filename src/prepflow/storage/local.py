@@ -135,14 +135,20 @@ class LocalObjectStore(ObjectStore):
         return _info(bucket, key, stat, etag, sequencer)
 
     def _put_folder_placeholder(self, bucket: str, key: str, target: Path) -> ObjectInfo:
+        # A folder stands for the zero-byte object S3 keeps under a key ending in '/'.
         target.mkdir(parents=True, exist_ok=True)
-        return ObjectInfo(
+        with closing_connection(self._db) as connection, write_transaction(connection):
+            sequencer = self._next_sequencer(connection, bucket)
+        info = ObjectInfo(
             bucket=bucket,
             key=key,
             size=0,
             etag=hashlib.md5(b"").hexdigest(),
             last_modified=datetime.now(UTC),
+            sequencer=sequencer,
         )
+        self._notify(info)
+        return info
 
     def _notify(self, info: ObjectInfo) -> None:
         subscribers = [s for bucket, s in self._subscribers if bucket == info.bucket]
@@ -205,10 +211,19 @@ class LocalObjectStore(ObjectStore):
         if not start.is_dir():
             return
         _check_contained(root, start / "_", bucket, prefix)
-        for path in sorted(_walk_files(start)):
+        found = []
+        for path in _walk_files(start):
             key = path.relative_to(root).as_posix()
+            try:
+                encoded = key.encode("utf-8")
+            except UnicodeEncodeError:
+                logger.warning("skipped %r in bucket %s: its name is not UTF-8", key, bucket)
+                continue
             if key.startswith(prefix):
-                yield key, path, path.stat()
+                found.append((encoded, key, path))
+        # S3 lists keys in UTF-8 byte order; Path order would differ ("a/b" before "a-c").
+        for _, key, path in sorted(found):
+            yield key, path, path.stat()
 
     def object_path(self, bucket: str, key: str) -> Path:
         """Return the file that holds an object (for reading in place; never write to it)."""
@@ -285,6 +300,7 @@ class LocalObjectStore(ObjectStore):
                 )
         root = self._bucket_root(bucket)
         path = root / key
+        _check_no_linked_folders(root, key, bucket)
         if create:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,6 +326,21 @@ class _HashingWriter:
 
     def hexdigest(self) -> str:
         return self._md5.hexdigest()
+
+
+def _check_no_linked_folders(root: Path, key: str, bucket: str) -> None:
+    # Checked before any folder is created, so a planted link never gets folders made
+    # outside the bucket.
+    current = root
+    for segment in key.split("/")[:-1]:
+        current = current / segment
+        if current.is_symlink():
+            raise InvalidKeyError(
+                f"object key {key!r} passes through a symbolic link in bucket {bucket!r}; "
+                "links are never followed"
+            )
+        if not current.exists():
+            return
 
 
 def _check_contained(root: Path, path: Path, bucket: str, key: str) -> None:
