@@ -16,6 +16,7 @@ from prepflow.settings import load_settings
 
 CLI_TIMEOUT_SECONDS = 180
 
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
@@ -25,8 +26,12 @@ def home(tmp_path: Path) -> Path:
 def cli(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``prepflow ARGS`` as a separate process with PREPFLOW_HOME set to ``home``."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_SECONDS,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = CLI_TIMEOUT_SECONDS,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         environment = {**os.environ, "PREPFLOW_HOME": str(home), **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "prepflow", *args],

@@ -10,9 +10,19 @@ from tests.helpers import read_rows
 
 def run_step(input_dir, output_dir):
     return subprocess.run(
-        [sys.executable, "-m", "prepflow.processing", "--input", str(input_dir),
-         "--output", str(output_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "prepflow.processing",
+            "--input",
+            str(input_dir),
+            "--output",
+            str(output_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -20,7 +30,7 @@ def test_step_drops_rows_with_missing_values(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     (source / "people.csv").write_text(
-        "id,name,country\n1,Ana,PT\n2,,PT\n3,Bo,NA\n4,Cy,\"\"\n5,Di,SE\n"
+        'id,name,country\n1,Ana,PT\n2,,PT\n3,Bo,NA\n4,Cy,""\n5,Di,SE\n'
     )
 
     result = run_step(source, tmp_path / "out")

@@ -175,8 +175,9 @@ def test_eventbridge_event_same_as_notification(app):
     put(app, "input/orders_12.csv")
     event = load_case("H12-event.json")
     classic = load_case("H01-event.json")
-    classic["Records"][0]["s3"]["object"].update(key="input/orders_12.csv", size=2048,
-                                                 sequencer="0066A1B2C3D4E5F651")
+    classic["Records"][0]["s3"]["object"].update(
+        key="input/orders_12.csv", size=2048, sequencer="0066A1B2C3D4E5F651"
+    )
 
     (from_bridge,) = parse_trigger_event(event)[0].notifications
     (from_s3,) = parse_trigger_event(classic)[0].notifications
@@ -207,8 +208,10 @@ def test_sqs_batch_with_malformed_message(app):
 
 
 def test_long_odd_name_gives_valid_job_name(app):
-    key = ("input/Q1_2024 customer_export.v2 (final) EMEA region with a very long "
-           "descriptive file name.csv")
+    key = (
+        "input/Q1_2024 customer_export.v2 (final) EMEA region with a very long "
+        "descriptive file name.csv"
+    )
     put(app, key)
 
     first = app.orchestrator.handle(load_case("H15-event.json"))
@@ -234,7 +237,10 @@ def test_uploads_in_one_second_distinct_names(app):
     outcomes = [app.orchestrator.handle(event).outcomes[0] for event in events]
 
     assert [o.kind for o in outcomes] == [
-        OutcomeKind.STARTED, OutcomeKind.STARTED, OutcomeKind.DUPLICATE]
+        OutcomeKind.STARTED,
+        OutcomeKind.STARTED,
+        OutcomeKind.DUPLICATE,
+    ]
     assert outcomes[0].job_name != outcomes[1].job_name
     assert outcomes[2].job_name == outcomes[0].job_name
     records = app.wait([outcomes[0].job_name, outcomes[1].job_name])

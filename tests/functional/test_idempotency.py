@@ -46,7 +46,10 @@ def test_event_from_five_processes_one_job(make_app, home):
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "prepflow", "invoke", event, "--no-wait", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
         )
         for _ in range(5)
     ]
@@ -81,10 +84,8 @@ def test_crash_between_record_and_submit(make_app):
         raise KeyboardInterrupt("simulated crash before the job was submitted")
 
     app.runner.submit = crash
-    try:
+    with pytest.raises(KeyboardInterrupt):
         app.orchestrator.handle(event)
-    except KeyboardInterrupt:
-        pass
     (pending,) = app.jobs.list_jobs()
     assert pending.submitted_at is None
 
@@ -112,10 +113,8 @@ def test_crash_after_submit_before_record(make_app):
         return original_update(name, **changes)
 
     app.jobs.update = crash_once
-    try:
+    with pytest.raises(KeyboardInterrupt):
         app.orchestrator.handle(event)
-    except KeyboardInterrupt:
-        pass
 
     retry = app.orchestrator.handle(event)
 

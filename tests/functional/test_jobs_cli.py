@@ -47,15 +47,20 @@ def test_describe_shows_request(cli, tmp_path):
     assert data_input["S3Input"]["LocalPath"] == "/opt/ml/processing/input"
     assert described["manifest_uri"] == data_input["S3Input"]["S3Uri"]
     assert request["AppSpecification"]["ContainerEntrypoint"] == [
-        "python3", "-m", "prepflow.processing"]
+        "python3",
+        "-m",
+        "prepflow.processing",
+    ]
 
 
 @requires_namespaces
 def test_logs_show_script_output(cli, tmp_path):
     script = tmp_path / "chatty.py"
-    script.write_text("import sys\nprint('hello from the job')\nprint('a warning', file=sys.stderr)\n"
-                      "import shutil; shutil.copy('/opt/ml/processing/input/orders.csv',"
-                      " '/opt/ml/processing/output/orders.csv')\n")
+    script.write_text(
+        "import sys\nprint('hello from the job')\nprint('a warning', file=sys.stderr)\n"
+        "import shutil; shutil.copy('/opt/ml/processing/input/orders.csv',"
+        " '/opt/ml/processing/output/orders.csv')\n"
+    )
     job = run_one(cli, tmp_path, "--script", str(script))
 
     logs = cli("jobs", "logs", job["job_name"])

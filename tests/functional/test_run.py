@@ -42,7 +42,14 @@ def test_run_reference_sample(cli, home, mock_data):
     rows = read_rows(output_file(home, job["job_name"], "processed_mock_data.csv"))
     assert len(rows) == 7472
     assert list(rows[0]) == [
-        "id", "name", "age", "salary", "hire_date", "profile", "department", "bonus",
+        "id",
+        "name",
+        "age",
+        "salary",
+        "hire_date",
+        "profile",
+        "department",
+        "bonus",
         "processed_timestamp",
     ]
     assert [row["id"] for row in rows] == complete_ids(mock_data)

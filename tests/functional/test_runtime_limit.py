@@ -42,8 +42,15 @@ def test_runtime_limit_stops_job_and_children(cli, tmp_path):
     data = tmp_path / "small.csv"
     data.write_text("a\n1\n")
 
-    result = cli("run", str(data), "--json", "--max-runtime", "2",
-                 "--script", str(sleeper_script(tmp_path, token)))
+    result = cli(
+        "run",
+        str(data),
+        "--json",
+        "--max-runtime",
+        "2",
+        "--script",
+        str(sleeper_script(tmp_path, token)),
+    )
 
     assert result.returncode == 1
     (job,) = json_output(result)
@@ -58,8 +65,9 @@ def test_stop_command_stops_job(cli, tmp_path):
     token = uuid.uuid4().hex
     data = tmp_path / "small.csv"
     data.write_text("a\n1\n")
-    started = cli("run", str(data), "--json", "--no-wait",
-                  "--script", str(sleeper_script(tmp_path, token)))
+    started = cli(
+        "run", str(data), "--json", "--no-wait", "--script", str(sleeper_script(tmp_path, token))
+    )
     (job,) = json_output(started)
     wait_until(lambda: processes_with(token), timeout=30, what="the job to start")
 

@@ -70,7 +70,10 @@ def test_watch_processes_each_file_once(home, tmp_path):
     once = subprocess.run(
         [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
         env={**os.environ, "PREPFLOW_HOME": str(home)},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert once.returncode == 0, once.stderr
     jobs = SqliteJobStore(home / "jobs.db").list_jobs()
@@ -91,7 +94,10 @@ def test_watch_ignores_unsupported_and_empty_files(home, tmp_path):
     once = subprocess.run(
         [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
         env={**os.environ, "PREPFLOW_HOME": str(home)},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert once.returncode == 0, once.stderr
