@@ -8,6 +8,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from prepflow.jobs.spec import JobStatus
 from prepflow.orchestrator import OutcomeKind
 
