@@ -132,9 +132,8 @@ def run(
         local.store.upload_file(settings.buckets.raw, key, path)
         if not as_json:
             _err(f"uploaded {path} to s3://{settings.buckets.raw}/{key}")
-    _finish(
-        local, [o for r in results for o in r.outcomes], wait=wait, as_json=as_json, timeout=timeout
-    )
+    outcomes = [o for r in results for o in r.outcomes]
+    _finish(local, outcomes, wait=wait, as_json=as_json, timeout=timeout, skip_fails=True)
 
 
 def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str]]:
@@ -401,12 +400,23 @@ def _setup(context: Context, *, default_level: str = "WARNING", **overrides: Any
 
 
 def _finish(
-    local: LocalApp, outcomes: list[Outcome], *, wait: bool, as_json: bool, timeout: float | None
+    local: LocalApp,
+    outcomes: list[Outcome],
+    *,
+    wait: bool,
+    as_json: bool,
+    timeout: float | None,
+    skip_fails: bool = False,
 ) -> None:
-    """Report what the trigger did, wait for its jobs if asked, and exit with the right code."""
-    problems = [o for o in outcomes if o.kind in (OutcomeKind.SKIPPED, OutcomeKind.FAILED)]
-    for outcome in problems:
-        _err(f"{outcome.kind.value}: {outcome.subject}: {outcome.reason}")
+    """Report what the trigger did, wait for its jobs if asked, and exit with the right code.
+
+    With ``skip_fails``, a skipped input counts as a failure: ``run`` was asked to process it.
+    """
+    for outcome in outcomes:
+        if outcome.kind in (OutcomeKind.SKIPPED, OutcomeKind.FAILED):
+            _err(f"{outcome.kind.value}: {outcome.subject}: {outcome.reason}")
+    failing = {OutcomeKind.FAILED, OutcomeKind.SKIPPED} if skip_fails else {OutcomeKind.FAILED}
+    problems = [o for o in outcomes if o.kind in failing]
     names = list(dict.fromkeys(o.job_name for o in outcomes if o.job_name))
     try:
         records = local.wait(names, timeout=timeout) if wait else [local.jobs.get(n) for n in names]
@@ -418,7 +428,7 @@ def _finish(
         for record in records:
             _print_job(local, record)
     unfinished = [r for r in records if wait and r.status != JobStatus.COMPLETED]
-    raise Exit(EXIT_FAILED if problems or unfinished or not outcomes else EXIT_OK)
+    raise Exit(EXIT_FAILED if problems or unfinished else EXIT_OK)
 
 
 def _print_job(local: LocalApp, record: JobRecord) -> None:

@@ -10,11 +10,11 @@ import json
 import re
 
 import pytest
-from tests.helpers import load_case, read_rows
 
 from prepflow.events import parse_trigger_event
 from prepflow.jobs.spec import JobStatus
 from prepflow.orchestrator import OutcomeKind
+from tests.helpers import load_case, read_rows
 
 RAW = "acme-ml-raw"
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")

@@ -190,3 +190,15 @@ def test_fifty_files_fifty_jobs(cli, home, tmp_path):
         assert len(rows) == 1
         assert job["rows_in"] == 2
         assert job["rows_out"] == 1
+
+
+def test_run_empty_file_skipped(cli, tmp_path):
+    data = tmp_path / "daily_export.csv"
+    data.write_bytes(b"")
+
+    result = cli("run", str(data), "--json")
+
+    assert result.returncode == 1
+    assert json_output(result) == []
+    assert "the object is empty (0 bytes)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import wait_until
-
 from prepflow.jobs.spec import JobStatus
 from prepflow.jobstore.sqlite import SqliteJobStore
+from tests.helpers import wait_until
 
 RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
 

@@ -1,0 +1,103 @@
+"""`prepflow invoke`: the manual request and raw trigger events from the command line."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import json_output, load_case
+
+RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
+
+
+def put_raw(home, key, body="id,v\n1,a\n2,\n"):
+    path = home / "buckets" / RAW / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+
+
+def test_manual_request_for_object(cli, home):
+    put_raw(home, "input/orders.csv")
+
+    result = cli("invoke", "--input", f"s3://{RAW}/input/orders.csv", "--json")
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json_output(result)
+    assert job["status"] == "Completed"
+    assert job["inputs"] == [f"s3://{RAW}/input/orders.csv"]
+    assert job["rows_out"] == 1
+
+
+def test_manual_request_for_prefix(cli, home):
+    put_raw(home, "input/2024/a.csv")
+    put_raw(home, "input/2024/b.csv")
+    put_raw(home, "input/2024/notes.txt", "not data")
+
+    result = cli("invoke", json.dumps({"input_data_path": f"s3://{RAW}/input/2024/"}), "--json")
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json_output(result)
+    assert job["inputs"] == [f"s3://{RAW}/input/2024/a.csv", f"s3://{RAW}/input/2024/b.csv"]
+    assert job["rows_in"] == 4
+    assert sorted(uri.rsplit("/", 1)[-1] for uri in job["outputs"]) == [
+        "processed_a.csv",
+        "processed_b.csv",
+    ]
+
+
+def test_manual_request_with_output_path(cli, home):
+    put_raw(home, "input/orders.csv")
+    target = "s3://mlops-lambda-preprocessing-pipeline-feature-store-bucket/features/orders/"
+
+    result = cli("invoke", "--input", f"s3://{RAW}/input/orders.csv", "--output", target, "--json")
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json_output(result)
+    assert job["outputs"] == [target + "processed_orders.csv"]
+
+
+def test_manual_request_outside_raw_bucket(cli, home):
+    result = cli("invoke", "--input", "s3://someone-elses-bucket/data.csv")
+
+    assert result.returncode == 1
+    assert "outside the raw-data bucket" in result.stderr
+
+
+def test_manual_request_into_watched_prefix(cli, home):
+    put_raw(home, "input/orders.csv")
+
+    result = cli(
+        "invoke", "--input", f"s3://{RAW}/input/orders.csv", "--output", f"s3://{RAW}/input/out/"
+    )
+
+    assert result.returncode == 1
+    assert "overlaps the watched input location" in result.stderr
+
+
+def test_manual_request_unknown_field(cli):
+    payload = json.dumps({"input_data_path": f"s3://{RAW}/input/x.csv", "priority": "high"})
+
+    result = cli("invoke", payload)
+
+    assert result.returncode == 1
+    assert "unknown fields ['priority']" in result.stderr
+
+
+def test_invoke_not_json_is_error(cli):
+    result = cli("invoke", "{not json")
+
+    assert result.returncode == 1
+    assert "not valid JSON" in result.stderr
+
+
+def test_invoke_test_event_succeeds(cli):
+    result = cli("invoke", json.dumps(load_case("H05-event-raw.json")))
+
+    assert result.returncode == 0
+    assert "s3:TestEvent acknowledged" in result.stderr
+
+
+def test_invoke_needs_one_source(cli):
+    result = cli("invoke")
+
+    assert result.returncode == 2
+    assert "give exactly one of" in result.stderr
