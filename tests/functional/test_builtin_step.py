@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from prepflow.processing import reference
 from tests.helpers import read_rows
 
 
@@ -87,3 +88,25 @@ def test_step_keeps_subfolders(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "2024" / "processed_a.csv").is_file()
     assert (tmp_path / "out" / "processed_b.csv").is_file()
+
+
+def test_step_skips_blank_lines(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "gaps.csv").write_text("id,name\n1,Ana\n\n2,\n\n3,Cy\n")
+
+    result = run_step(source, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "processed_gaps.csv")
+    assert [row["id"] for row in rows] == ["1", "3"]
+
+
+def test_blank_lines_not_counted(tmp_path):
+    source = tmp_path / "gaps.csv"
+    source.write_text("id,name\n1,Ana\n\n2,\n\n3,Cy\n")
+
+    result = reference.process_file(source, tmp_path / "out.csv")
+
+    assert result.rows_in == 3
+    assert result.rows_out == 2

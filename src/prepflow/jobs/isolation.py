@@ -47,7 +47,7 @@ def build_command(spec: ProcessingJobSpec, root: Path, *, mode: str) -> Command:
     """Return the argv, environment and folder that run the job's container command."""
     argv = _container_argv(spec)
     env = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
-    env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(spec.environment)
     chosen = resolve_mode(mode, argv)
     if chosen == "none":

@@ -34,7 +34,7 @@ logger = logging.getLogger("prepflow.jobs.supervisor")
 
 HOST = "algo-1"
 STDERR_TAIL_LINES = 20
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.1
 
 
 @dataclass
@@ -120,16 +120,24 @@ class Supervisor:
         return Outcome(JobStatus.COMPLETED, None, exit_message)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
-        """Wait for the process; on timeout or stop request, kill its tree and say why."""
+        """Wait for the process; on timeout or stop request, kill its tree and return why."""
         limit = self.spec.stopping_condition.max_runtime_in_seconds
         deadline = time.monotonic() + limit
-        while process.poll() is None:
+        # A thread blocks in wait() so the end of the process is seen at once, while this
+        # loop checks the deadline and stop requests every POLL_SECONDS.
+        exited = threading.Event()
+
+        def reap() -> None:
+            process.wait()
+            exited.set()
+
+        threading.Thread(target=reap, daemon=True).start()
+        while not exited.wait(POLL_SECONDS):
             if self.stop_requested.is_set() or self.folder.stop_file.exists():
                 reason = "Stopped: stop requested by the user"
             elif time.monotonic() >= deadline:
                 reason = f"Stopped: MaxRuntimeInSeconds ({limit} s) exceeded"
             else:
-                time.sleep(POLL_SECONDS)
                 continue
             self._record(JobStatus.STOPPING)
             isolation.kill_tree(process, grace_seconds=self.config.stop_grace_seconds)

@@ -46,7 +46,9 @@ class LocalApp:
     def wait(self, job_names: list[str], *, timeout: float | None = None) -> list[JobRecord]:
         """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
+        # Short sleeps: a local job often ends within a second, and each read is a file stat
+        # and one SQLite row.
+        delay = 0.01
         pending = list(job_names)
         while True:
             pending = [name for name in pending if not self.refresh(name).status.is_terminal]
@@ -55,7 +57,7 @@ class LocalApp:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"jobs still running after {timeout:.0f} s: {pending}")
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.1)
 
     def output_files(self, record: JobRecord) -> list[str]:
         """Return the S3 URIs of the objects a completed job wrote."""

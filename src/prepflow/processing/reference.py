@@ -39,7 +39,7 @@ class FileResult:
 
 def process_file(source: Path, target: Path, *, timestamp: datetime | None = None) -> FileResult:
     """Write ``source`` without its incomplete rows, plus a timestamp column, to ``target``."""
-    frame = _read_csv(source)
+    frame = _drop_blank_lines(_read_csv(source))
     complete = frame.filter(
         pl.all_horizontal(pl.all().is_not_null() & (pl.all() != "")) if frame.width else True
     )
@@ -53,6 +53,17 @@ def process_file(source: Path, target: Path, *, timestamp: datetime | None = Non
 
 def output_name(source: Path) -> str:
     return OUTPUT_PREFIX + source.name
+
+
+def _drop_blank_lines(frame: pl.DataFrame) -> pl.DataFrame:
+    """Remove the all-missing rows that polars reads from blank lines; pandas skips them.
+
+    NOTE: a line of only delimiters (",,") reads the same way, so it is not counted in
+    rows_in either, where pandas would count it and then drop it as incomplete.
+    """
+    if frame.width == 0:
+        return frame
+    return frame.filter(~pl.all_horizontal(pl.all().is_null()))
 
 
 def _read_csv(source: Path) -> pl.DataFrame:
