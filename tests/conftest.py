@@ -38,5 +38,5 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def mock_data() -> Path:
     """The reference sample (20,000 rows); skipped where the shared folder is absent."""
     if not MOCK_DATA.is_file():
-        pytest.skip(f"reference sample not found at {MOCK_DATA}")
+        pytest.skip(f"reference sample not found at {MOCK_DATA} (set REFERENCE_SAMPLE_CSV)")
     return MOCK_DATA

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,7 +16,11 @@ import pytest
 from prepflow.jobs.isolation import namespace_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MOCK_DATA = REPO_ROOT.parent / "shared" / "data" / "mock_data.csv"
+# The reference sample is not part of the repository; REFERENCE_SAMPLE_CSV points to it where
+# it is not in the shared folder beside the checkout.
+MOCK_DATA = Path(
+    os.environ.get("REFERENCE_SAMPLE_CSV", REPO_ROOT.parent / "shared" / "data" / "mock_data.csv")
+)
 SAMPLE_DATA = REPO_ROOT / "examples" / "data" / "employees.csv"
 EXAMPLE_SCRIPT = REPO_ROOT / "examples" / "scripts" / "preprocessing_script.py"
 CASES = REPO_ROOT / "tests" / "fixtures" / "cases"

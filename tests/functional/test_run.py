@@ -6,7 +6,13 @@ import csv
 import re
 from pathlib import Path
 
-from tests.helpers import EXAMPLE_SCRIPT, json_output, read_rows, requires_namespaces
+from tests.helpers import (
+    EXAMPLE_SCRIPT,
+    SAMPLE_DATA,
+    json_output,
+    read_rows,
+    requires_namespaces,
+)
 
 RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
 PROCESSED = "mlops-lambda-preprocessing-pipeline-processed-data-bucket"
@@ -54,6 +60,18 @@ def test_run_reference_sample(cli, home, mock_data):
     ]
     assert [row["id"] for row in rows] == complete_ids(mock_data)
     assert len({row["processed_timestamp"] for row in rows}) == 1
+
+
+def test_run_shipped_sample(cli, home):
+    result = cli("run", str(SAMPLE_DATA), "--json")
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json_output(result)
+    assert job["status"] == "Completed"
+    assert job["rows_in"] == 20000
+    assert job["rows_out"] == len(complete_ids(SAMPLE_DATA))
+    rows = read_rows(output_file(home, job["job_name"], "processed_employees.csv"))
+    assert [row["id"] for row in rows] == complete_ids(SAMPLE_DATA)
 
 
 def test_run_keeps_values_as_read(cli, home, mock_data):
