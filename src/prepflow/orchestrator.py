@@ -54,7 +54,7 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one notification: a job started or found, a skip, or a failure."""
+    """Result of one notification: a job started or found, a skip, or a failure."""
 
     kind: OutcomeKind
     subject: str
@@ -107,7 +107,7 @@ def watched_location(settings: Settings) -> Location:
 
 
 def write_locations(settings: Settings) -> list[Location]:
-    """Every place prepflow writes to; none may lie where new objects start jobs."""
+    """Return every location prepflow writes to; none may lie where new objects start jobs."""
     buckets = settings.buckets
     return [
         Location(buckets.processed, settings.output_prefix),

@@ -3,7 +3,7 @@
 Precedence, highest first: a command-line option (passed to ``load_settings`` as an override),
 then the environment variable, then the default written below. The first six variables keep
 the names of the reference deployment this project grew from, so an existing Lambda
-configuration works unchanged; prepflow's own variables start with ``PREPFLOW_``.
+configuration works unchanged. prepflow's own variables start with ``PREPFLOW_``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ the kernel kills every process it left behind. Without root, ``--user --map-root
 a user namespace.
 
 ``none``: the command runs as a plain process with ``PREPFLOW_ML_ROOT`` naming the host folder.
-prepflow's built-in step reads it; a user script that opens ``/opt/ml`` directly cannot work
-this way, so it is refused with a message that says what to do instead.
+prepflow's built-in step reads it. A user script that opens ``/opt/ml`` directly cannot work
+this way, so it is rejected with an error that names what to do instead.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The local runner: SageMaker Processing's container contract, run as processes on this machine.
 
-``submit`` claims the job name by creating ``<home>/jobs/<job-name>/`` (``mkdir`` is atomic, so
-two processes can never both start a job of one name) and starts a detached supervisor
-process (``prepflow.jobs.supervisor``) that stages inputs, runs the container command, enforces
-``MaxRuntimeInSeconds``, uploads outputs and records the result. The supervisor outlives the
-command that submitted the job, as a SageMaker job outlives the API call that created it.
+``submit`` claims the job name by creating ``<home>/jobs/<job-name>/``. ``mkdir`` is atomic,
+so two processes can never both start a job of one name. It then starts a detached
+supervisor process (``prepflow.jobs.supervisor``), which stages inputs, runs the container
+command, enforces ``MaxRuntimeInSeconds``, uploads outputs and records the result. The
+supervisor outlives the command that submitted the job, as a SageMaker job outlives the API
+call that created it.
 
 ``status.json`` in the job folder is this backend's DescribeProcessingJob: the supervisor
 writes it at every status change and then applies the change to the job store, the local
@@ -42,7 +43,7 @@ STOP_GRACE_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    """What a supervisor process needs besides the job request; written to ``runner.json``."""
+    """Settings a supervisor process needs besides the job request; kept in ``runner.json``."""
 
     home: str
     logs_bucket: str
@@ -67,7 +68,7 @@ class JobFolder:
     runner_log = property(lambda self: self.path / "runner.log")
 
     def host_root(self, host: str) -> Path:
-        """Return the host folder that the job's process sees as ``/opt/ml``."""
+        """Return the host folder that appears as ``/opt/ml`` inside the job."""
         return self.path / "hosts" / host / "ml"
 
     def read_request(self) -> ProcessingJobSpec:

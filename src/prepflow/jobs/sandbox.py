@@ -3,9 +3,10 @@
 Usage (run by the local runner through ``unshare``, never by hand):
 ``python -m prepflow.jobs.sandbox HOST_ML_FOLDER OVERLAY_FOLDER -- COMMAND...``
 
-/opt is made writable inside the namespace by an overlay (lower: the real /opt, upper and
-work folders in the job folder); where overlay is refused, a tmpfs over /opt with the
-original entries bound back in. Then the job folder is bind-mounted on /opt/ml. Nothing of
+Inside the namespace, an overlay makes /opt writable: its lower layer is the real /opt, its
+upper and work folders lie in the job folder. Where the kernel refuses the overlay, a tmpfs
+covers /opt instead and the original entries are bound back in. Then the job folder is
+bind-mounted on /opt/ml. Nothing of
 this is visible outside the namespace. This module imports only the standard library, to keep
 its start-up short.
 """

@@ -166,7 +166,7 @@ class ProcessingJobSpec(_RequestModel):
 
 
 class JobDescription(BaseModel):
-    """What a backend reports about one job, shaped like DescribeProcessingJob's answer."""
+    """A backend's report on one job, shaped like the DescribeProcessingJob response."""
 
     model_config = ConfigDict(frozen=True)
 

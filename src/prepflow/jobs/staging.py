@@ -1,6 +1,6 @@
 """Moving data across the container boundary: inputs in, config files, outputs and message out.
 
-``root`` is the host folder that the job's process sees as ``/opt/ml``.
+``root`` is the host folder that appears as ``/opt/ml`` inside the job.
 """
 
 from __future__ import annotations

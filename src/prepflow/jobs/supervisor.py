@@ -1,9 +1,10 @@
 """The supervisor of one local processing job: ``python -m prepflow.jobs.supervisor JOB_FOLDER``.
 
-It does what SageMaker does around a processing container, in order: wait for a free slot,
-stage inputs under their LocalPath, write ``/opt/ml/config``, run the container command with
-the job's Environment, stream its output to the logs bucket, enforce MaxRuntimeInSeconds,
-upload outputs after a successful exit, and record Completed, Failed or Stopped.
+It does what SageMaker does around a processing container. In order: wait for a free slot,
+stage inputs under their LocalPath, and write ``/opt/ml/config``. Then run the container
+command with the job's Environment, stream its output to the logs bucket and enforce
+MaxRuntimeInSeconds. Last, upload outputs after a successful exit and record Completed,
+Failed or Stopped.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Supervisor:
         return Outcome(JobStatus.COMPLETED, None, exit_message)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
-        """Wait for the process; on timeout or stop request, kill its tree and return why."""
+        """Wait for the process. On timeout or a stop request, kill its tree; return the reason."""
         limit = self.spec.stopping_condition.max_runtime_in_seconds
         deadline = time.monotonic() + limit
         # A thread blocks in wait() so the end of the process is seen at once, while this

@@ -1,4 +1,4 @@
-"""What a job runs (the step) and how one job's request is put together.
+"""The step that every job runs, and the assembly of one job's request.
 
 The step is the seam where prepflow's built-in step and a user script differ: its command
 and its extra inputs (the script's code folder). Everything else in a job request, the data

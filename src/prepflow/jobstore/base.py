@@ -2,7 +2,7 @@
 
 Rules:
 
-- ``create`` is put-if-absent by idempotency key: one key, one record, whoever writes first.
+- ``create`` is put-if-absent by idempotency key: one key, one record; the first writer wins.
 - A status changes only along ``LEGAL_TRANSITIONS`` (InProgress -> Completed | Failed |
   Stopping, Stopping -> Stopped); a terminal status never changes again.
 - Every write is a compare-and-set on the record's ``version``, so two processes updating the

@@ -70,7 +70,7 @@ class LocalApp:
         return uris
 
     def local_path(self, uri: str) -> Path:
-        """Return the file or folder that holds an S3 URI in the local store."""
+        """Return the file or folder of an S3 URI in the local store."""
         bucket, key = parse_s3_uri(uri)
         return self.store.buckets_root / bucket / key
 

@@ -1,7 +1,7 @@
 """SQLite connections that several prepflow processes can share safely.
 
-WAL lets readers run beside one writer; ``BEGIN IMMEDIATE`` takes the write lock before the
-first read of a read-modify-write, so two processes never both act on a stale read; the busy
+WAL lets readers run beside one writer. ``BEGIN IMMEDIATE`` takes the write lock before the
+first read of a read-modify-write, so two processes never both act on a stale read. The busy
 timeout makes a writer wait for the lock instead of failing at once.
 """
 

@@ -1,8 +1,8 @@
 """Where the step finds its input and writes its output, under the container contract.
 
 The job's ``/opt/ml/config/processingjobconfig.json`` names each input and output with its
-LocalPath. The step reads the input named ``data`` and writes the output named ``processed``;
-without a config file (a plain container, or a run by hand) it uses SageMaker's usual folders.
+LocalPath. The step reads the input named ``data`` and writes the output named ``processed``.
+Without a config file (a plain container, or a run by hand) it uses SageMaker's usual folders.
 Under the local runner without a mount namespace, ``PREPFLOW_ML_ROOT`` stands in for /opt/ml.
 """
 

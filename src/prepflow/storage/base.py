@@ -22,7 +22,7 @@ MAX_KEY_BYTES = 1024
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What HeadObject tells about one object."""
+    """Metadata of one object, as HeadObject returns it."""
 
     bucket: str
     key: str

@@ -2,7 +2,7 @@
 
 An object is the file at ``<home>/buckets/<bucket>/<key>``, so any program can drop files in.
 Metadata that a file system does not keep (ETag, sequencer) lives in ``<home>/store.db``,
-keyed by the file's identity (size, mtime, inode): a file that changes is a new upload and
+keyed by the file's identity (size, mtime, inode). A file that changes is a new upload, so it
 gets a new, larger sequencer, as a new PUT does on S3.
 
 Writes go to ``<home>/tmp`` first and are renamed into place, so nobody reads half an object.
@@ -119,8 +119,8 @@ class LocalObjectStore(ObjectStore):
     def _commit(
         self, bucket: str, key: str, temporary: Path, target: Path, etag: str
     ) -> ObjectInfo:
-        # The rename happens under the database write lock, so a concurrent scan either sees
-        # no file or sees it already recorded; it never records it a second time.
+        # The rename happens under the database write lock, so a concurrent scan finds either
+        # no file or a file already recorded, and never records it a second time.
         with closing_connection(self._db) as connection, write_transaction(connection):
             try:
                 os.replace(temporary, target)
@@ -226,7 +226,7 @@ class LocalObjectStore(ObjectStore):
             yield key, path, path.stat()
 
     def object_path(self, bucket: str, key: str) -> Path:
-        """Return the file that holds an object (for reading in place; never write to it)."""
+        """Return the file that contains an object, for reading in place (never write to it)."""
         return self._path_for(bucket, key)
 
     # -- metadata -------------------------------------------------------------------------
