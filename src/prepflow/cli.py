@@ -128,11 +128,18 @@ def run(
         settings.buckets.raw,
         lambda notification: results.append(local.orchestrator.handle(notification)),
     )
+    upload_failures = []
     for path, key in uploads:
-        local.store.upload_file(settings.buckets.raw, key, path)
+        uri = f"s3://{settings.buckets.raw}/{key}"
+        try:
+            local.store.upload_file(settings.buckets.raw, key, path)
+        except PrepflowError as error:
+            # One file the store cannot take must not stop the others.
+            upload_failures.append(Outcome(OutcomeKind.FAILED, str(path), reason=str(error)))
+            continue
         if not as_json:
-            _err(f"uploaded {path} to s3://{settings.buckets.raw}/{key}")
-    outcomes = [o for r in results for o in r.outcomes]
+            _err(f"uploaded {path} to {uri}")
+    outcomes = upload_failures + [o for r in results for o in r.outcomes]
     _finish(local, outcomes, wait=wait, as_json=as_json, timeout=timeout, skip_fails=True)
 
 

@@ -220,3 +220,22 @@ def test_run_empty_file_skipped(cli, tmp_path):
     assert json_output(result) == []
     assert "the object is empty (0 bytes)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_bad_key_fails_alone(cli, home, tmp_path):
+    folder = tmp_path / "batch"
+    (folder / "a..b").mkdir(parents=True)
+    (folder / "good.csv").write_text("id\n1\n")
+    (folder / "a..b" / "fine.csv").write_text("id\n2\n")
+    deep = folder.joinpath(*["d" * 200] * 6)
+    deep.mkdir(parents=True)
+    (deep / "too_long.csv").write_text("id\n3\n")
+
+    result = cli("run", str(folder), "--json")
+
+    assert result.returncode == 1
+    jobs = json_output(result)
+    assert sorted(job["inputs"][0].rsplit("/", 1)[-1] for job in jobs) == ["fine.csv", "good.csv"]
+    assert all(job["status"] == "Completed" for job in jobs)
+    assert f"failed: {deep / 'too_long.csv'}" in result.stderr
+    assert "longer than 1024 bytes" in result.stderr
