@@ -25,6 +25,17 @@ def start_watch(home: Path) -> subprocess.Popen[str]:
     )
 
 
+def watch_once(home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
+        env={**os.environ, "PREPFLOW_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def stop_watch(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
@@ -66,14 +77,7 @@ def test_watch_processes_each_file_once(home, tmp_path):
     finally:
         stop_watch(restarted)
 
-    once = subprocess.run(
-        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
-        env={**os.environ, "PREPFLOW_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    once = watch_once(home)
     assert once.returncode == 0, once.stderr
     jobs = SqliteJobStore(home / "jobs.db").list_jobs()
     assert len(jobs) == 3
@@ -90,14 +94,7 @@ def test_watch_ignores_unsupported_and_empty_files(home, tmp_path):
     copy_in(home, notes, "notes.txt")
     copy_in(home, empty, "empty.csv")
 
-    once = subprocess.run(
-        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "0"],
-        env={**os.environ, "PREPFLOW_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    once = watch_once(home)
 
     assert once.returncode == 0, once.stderr
     assert SqliteJobStore(home / "jobs.db").list_jobs() == []
