@@ -58,3 +58,18 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> An
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def processes_with(token: str) -> list[int]:
+    """Return the pids of processes whose command line contains ``token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if token.encode() in command:
+            found.append(int(entry.name))
+    return found

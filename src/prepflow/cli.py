@@ -74,7 +74,8 @@ def main_options(
     log_level: Annotated[
         str | None,
         typer.Option(
-            help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]; default WARNING, INFO for watch"
+            help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]. Default: WARNING, and INFO "
+            "for watch"
         ),
     ] = None,
 ) -> None:
@@ -496,9 +497,13 @@ def _err(text: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the app and turn prepflow's errors into exit codes."""
+    """Console entry point: run the app and turn prepflow's errors into exit codes.
+
+    Typer's standalone mode prints usage errors and exits with 2 itself; prepflow's own
+    errors come through here.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except Exit as done:
         if done.message:
             _err(("error: " if done.code else "") + done.message)
@@ -512,12 +517,3 @@ def main() -> None:
     except KeyboardInterrupt:
         _err("interrupted; jobs already started keep running (see 'prepflow jobs list')")
         sys.exit(130)
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click  # type: ignore[import-not-found]
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(EXIT_USAGE)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        raise

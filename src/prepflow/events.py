@@ -75,7 +75,15 @@ class MalformedRecord:
     reason: str
 
 
-Notification = ObjectCreated | S3TestEvent | ManualRequest | MalformedRecord
+@dataclass(frozen=True, slots=True)
+class OtherS3Event:
+    """An S3 event that creates nothing to process (a delete, a restore, a tag change)."""
+
+    event_name: str
+    subject: str
+
+
+Notification = ObjectCreated | S3TestEvent | ManualRequest | MalformedRecord | OtherS3Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +194,8 @@ def _parse_body(event: Mapping[str, Any]) -> Iterator[Notification]:
         yield S3TestEvent(bucket=event.get("Bucket"))
     elif event.get("detail-type") == "Object Created" and event.get("source") == "aws.s3":
         yield _parse_eventbridge(event)
+    elif event.get("source") == "aws.s3" and "detail-type" in event:
+        yield OtherS3Event(str(event["detail-type"]), _eventbridge_subject(event))
     elif "input_data_path" in event:
         yield _parse_manual(event)
     elif isinstance(event.get("Records"), list):
@@ -214,6 +224,10 @@ def _parse_records(records: list[Any]) -> Iterator[Notification]:
 
 def _parse_s3_record(record: Mapping[str, Any], index: int) -> Notification:
     parsed = next(iter(S3Event({"Records": [record]}).records))
+    event_name = str(record.get("eventName") or "")
+    # A hand-written record may lack eventName; S3 always sets it.
+    if event_name and not event_name.startswith("ObjectCreated:"):
+        return OtherS3Event(event_name, _record_subject(record))
     try:
         s3_object = parsed.s3.get_object
         raw_key = s3_object.key
@@ -229,6 +243,22 @@ def _parse_s3_record(record: Mapping[str, Any], index: int) -> Notification:
         )
     except (KeyError, TypeError, ValueError) as error:
         return MalformedRecord(f"S3 record {index} is missing or has a bad field: {error!r}")
+
+
+def _record_subject(record: Mapping[str, Any]) -> str:
+    try:
+        s3 = record["s3"]
+        return f"s3://{s3['bucket']['name']}/{unquote_plus(s3['object']['key'])}"
+    except (KeyError, TypeError):
+        return "an S3 record without bucket or key"
+
+
+def _eventbridge_subject(event: Mapping[str, Any]) -> str:
+    try:
+        detail = event["detail"]
+        return f"s3://{detail['bucket']['name']}/{detail['object']['key']}"
+    except (KeyError, TypeError):
+        return "an EventBridge event without bucket or key"
 
 
 def _parse_eventbridge(event: Mapping[str, Any]) -> Notification:

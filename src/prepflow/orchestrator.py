@@ -30,6 +30,7 @@ from prepflow.events import (
     ManualRequest,
     Notification,
     ObjectCreated,
+    OtherS3Event,
     S3TestEvent,
     parse_trigger_event,
 )
@@ -206,6 +207,10 @@ class Orchestrator:
         if isinstance(notification, S3TestEvent):
             logger.info("acknowledged s3:TestEvent for bucket %s", notification.bucket)
             return Outcome(OutcomeKind.SKIPPED, subject, reason="s3:TestEvent acknowledged")
+        if isinstance(notification, OtherS3Event):
+            reason = f"{notification.event_name} is not an object creation; nothing to process"
+            logger.info("skipped %s: %s", subject, reason)
+            return Outcome(OutcomeKind.SKIPPED, subject, reason=reason)
         return Outcome(OutcomeKind.FAILED, subject, reason=notification.reason)
 
     def _handle_object(self, event: ObjectCreated, subject: str) -> Outcome:
@@ -354,8 +359,10 @@ def _subject(notification: Notification) -> str:
         return notification.input_uri
     if isinstance(notification, S3TestEvent):
         return f"s3:TestEvent for {notification.bucket}"
+    if isinstance(notification, OtherS3Event):
+        return notification.subject
     if isinstance(notification, MalformedRecord):
-        return "malformed record"
+        return "invalid trigger record"
     return repr(notification)
 
 

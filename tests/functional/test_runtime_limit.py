@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
-from tests.helpers import json_output, requires_namespaces, wait_until
-
-
-def processes_with(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if token.encode() in command:
-            found.append(int(entry.name))
-    return found
+from tests.helpers import json_output, processes_with, requires_namespaces, wait_until
 
 
 def sleeper_script(folder: Path, token: str) -> Path:

@@ -41,10 +41,17 @@ class Command:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    # True when argv starts the namespaces, whose PID 1 forwards SIGTERM to the command.
+    namespaced: bool
 
 
-def build_command(spec: ProcessingJobSpec, root: Path, *, mode: str) -> Command:
-    """Return the argv, environment and folder that run the job's container command."""
+def build_command(
+    spec: ProcessingJobSpec, root: Path, *, mode: str, hidden: tuple[Path, ...] = ()
+) -> Command:
+    """Return the argv, environment and folder that run the job's container command.
+
+    ``hidden`` folders (prepflow's home) are made invisible to the job in namespace mode.
+    """
     argv = _container_argv(spec)
     env = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
     env["PYTHONUNBUFFERED"] = "1"
@@ -52,13 +59,24 @@ def build_command(spec: ProcessingJobSpec, root: Path, *, mode: str) -> Command:
     chosen = resolve_mode(mode, argv)
     if chosen == "none":
         env[ML_ROOT_VARIABLE] = str(root)
-        return Command(argv=argv, env=env, cwd=str(root))
-    overlay = root.parent / "overlay"
+        argv = [_on_host(root, item) for item in argv]
+        return Command(argv=argv, env=env, cwd=str(root), namespaced=False)
     prefix = ["unshare", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc"]
     if os.geteuid() != 0:
         prefix[1:1] = ["--user", "--map-root-user"]
-    sandbox = [sys.executable, "-m", "prepflow.jobs.sandbox", str(root), str(overlay), "--"]
-    return Command(argv=prefix + sandbox + argv, env=env, cwd="/")
+    sandbox = [sys.executable, "-m", "prepflow.jobs.sandbox", "--ml", str(root)]
+    sandbox += ["--overlay", str(root.parent / "overlay")]
+    for folder in hidden:
+        sandbox += ["--hide", str(folder)]
+    return Command(argv=[*prefix, *sandbox, "--", *argv], env=env, cwd="/", namespaced=True)
+
+
+def _on_host(root: Path, item: str) -> str:
+    """Map an argument naming a path under /opt/ml (a script's path) to the job's folder."""
+    container_root = "/opt/ml/"
+    if item.startswith(container_root):
+        return str(root / item[len(container_root) :])
+    return item
 
 
 def resolve_mode(mode: str, argv: list[str]) -> str:
@@ -107,13 +125,51 @@ def runs_built_in_step(argv: list[str]) -> bool:
     return len(argv) >= 3 and argv[1] == "-m" and argv[2] == BUILT_IN_STEP_MODULE
 
 
-def kill_tree(process: subprocess.Popen[bytes], *, grace_seconds: float) -> None:
-    """End the job's process group: SIGTERM, then SIGKILL after ``grace_seconds``."""
-    _signal_group(process.pid, signal.SIGTERM)
+def kill_tree(process: subprocess.Popen[bytes], *, namespaced: bool, grace_seconds: float) -> None:
+    """End the job: SIGTERM to the command, then SIGKILL to all after ``grace_seconds``.
+
+    In namespace mode SIGTERM goes to the namespace's init (the sandbox), which forwards it:
+    ``unshare`` would die of it at once and take the namespace with it, leaving no grace.
+    Its SIGKILL then ends the namespace, which ends every process in it.
+    """
+    children = _children(process.pid) if namespaced else []
+    if children:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    else:
+        _signal_group(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_seconds)
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def kill_group(group: int) -> None:
+    """SIGKILL a job's process group left behind by a runner that died."""
+    _signal_group(group, signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux PR_SET_PDEATHSIG).
+
+    Used between fork and exec of a job's command, so a killed supervisor takes the job with
+    it. Elsewhere it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(item) for item in text.split()]
 
 
 def _signal_group(pid: int, signum: int) -> None:

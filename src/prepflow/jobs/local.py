@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from prepflow.errors import JobExistsError, JobNotFoundError, JobSpecError
+from prepflow.jobs import isolation
 from prepflow.jobs.backend import JobBackend
 from prepflow.jobs.spec import (
     JobDescription,
@@ -202,6 +203,8 @@ class LocalRunner(JobBackend):
             f"recording a result; see {folder.runner_log}"
         )
         logger.error("job %s: %s", folder.name, reason)
+        if "process_group" in status:
+            isolation.kill_group(int(status["process_group"]))
         folder.write_status(status=JobStatus.FAILED, failure_reason=reason, end_time=_now())
 
 

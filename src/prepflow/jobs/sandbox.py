@@ -1,26 +1,37 @@
-"""Inside the job's namespaces: lay the job folder over /opt/ml, then exec the command.
+"""Inside the job's namespaces: lay the job folder over /opt/ml, then run the command.
 
-Usage (run by the local runner through ``unshare``, never by hand):
-``python -m prepflow.jobs.sandbox HOST_ML_FOLDER OVERLAY_FOLDER -- COMMAND...``
+Usage (run by the local runner through ``unshare``, never by hand)::
+
+    python -m prepflow.jobs.sandbox --ml HOST_ML --overlay FOLDER [--hide FOLDER]... -- COMMAND
 
 Inside the namespace, an overlay makes /opt writable: its lower layer is the real /opt, its
 upper and work folders lie in the job folder. Where the kernel refuses the overlay, a tmpfs
 covers /opt instead and the original entries are bound back in. Then the job folder is
-bind-mounted on /opt/ml. Nothing of
-this is visible outside the namespace. This module imports only the standard library, to keep
-its start-up short.
+bind-mounted on /opt/ml, and each ``--hide`` folder (prepflow's home, with the raw data) is
+covered by an empty read-only tmpfs, so the job cannot read or change it. Nothing of this is
+visible outside the namespace.
+
+This process stays as PID 1 of the job's PID namespace: it forwards SIGTERM and SIGINT to the
+command, reaps orphans, and exits with the command's exit code. A command that is PID 1
+itself would ignore SIGTERM, because the kernel delivers no default-action signal to a
+namespace's init. This module imports only the standard library, to keep its start-up short.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import ctypes
 import os
+import signal
 import sys
 
+MS_RDONLY = 1
 MS_BIND = 4096
 MS_REC = 16384
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_FOUND = 127
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -61,26 +72,52 @@ def _writable_opt(overlay: str) -> None:
         _mount(source, target, None, MS_BIND | MS_REC, None)
 
 
+def _set_up(ml_folder: str, overlay: str, hidden: list[str]) -> None:
+    _writable_opt(overlay)
+    os.makedirs("/opt/ml", exist_ok=True)
+    _mount(ml_folder, "/opt/ml", None, MS_BIND | MS_REC, None)
+    for folder in hidden:
+        if os.path.isdir(folder):
+            _mount("tmpfs", folder, "tmpfs", MS_RDONLY, "mode=0555,size=4k")
+    os.chdir("/")
+
+
+def _run_as_init(command: list[str]) -> int:
+    child = os.fork()
+    if child == 0:
+        try:
+            os.execvpe(command[0], command, os.environ)
+        except OSError as error:
+            print(f"prepflow sandbox: cannot run {command[0]!r}: {error}", file=sys.stderr)
+        os._exit(EXIT_NOT_FOUND)
+
+    def forward(received: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, received)
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            # A shell reports death by signal N as 128 + N; so does this init.
+            return code if code >= 0 else 128 - code
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        print(
-            "usage: python -m prepflow.jobs.sandbox HOST_ML OVERLAY -- COMMAND...", file=sys.stderr
-        )
-        return EXIT_SETUP_FAILED
-    host_ml, overlay, command = argv[0], argv[1], argv[3:]
+    parser = argparse.ArgumentParser(prog="python -m prepflow.jobs.sandbox")
+    parser.add_argument("--ml", required=True)
+    parser.add_argument("--overlay", required=True)
+    parser.add_argument("--hide", action="append", default=[])
+    parser.add_argument("command", nargs="+")
+    args = parser.parse_args(argv)
     try:
-        _writable_opt(overlay)
-        os.makedirs("/opt/ml", exist_ok=True)
-        _mount(host_ml, "/opt/ml", None, MS_BIND | MS_REC, None)
-        os.chdir("/")
+        _set_up(args.ml, args.overlay, args.hide)
     except OSError as error:
         print(f"prepflow sandbox: cannot set up /opt/ml: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
-    try:
-        os.execvpe(command[0], command, os.environ)
-    except OSError as error:
-        print(f"prepflow sandbox: cannot run {command[0]!r}: {error}", file=sys.stderr)
-    return EXIT_NOT_FOUND
+    return _run_as_init(args.command)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ class Supervisor:
         try:
             staging.stage_inputs(self.store, self.spec, root)
             staging.write_config(self.spec, root, host=HOST, hosts=[HOST])
-            command = isolation.build_command(self.spec, root, mode=self.config.isolation)
+            command = isolation.build_command(
+                self.spec, root, mode=self.config.isolation, hidden=(Path(self.config.home),)
+            )
         except PrepflowError as error:
             return Outcome(JobStatus.FAILED, _cut(f"ClientError: {error}"))
         outcome = self._execute(command, root)
@@ -103,12 +105,16 @@ class Supervisor:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     start_new_session=True,
+                    preexec_fn=isolation.die_with_parent,
                 )
             except OSError as error:
                 reason = f"AlgorithmError: cannot start {command.argv[0]!r}: {error.strerror}"
                 return Outcome(JobStatus.FAILED, reason)
+            # The process group outlives a killed supervisor only in 'none' mode; recorded
+            # so the next reader of the job can end it.
+            self.folder.write_status(process_group=process.pid)
             pumps = self._start_pumps(process, log)
-            stop_reason = self._wait(process)
+            stop_reason = self._wait(process, command.namespaced)
             for pump in pumps:
                 pump.join()
         exit_message = staging.read_exit_message(root)
@@ -120,7 +126,7 @@ class Supervisor:
             )
         return Outcome(JobStatus.COMPLETED, None, exit_message)
 
-    def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
+    def _wait(self, process: subprocess.Popen[bytes], namespaced: bool) -> str | None:
         """Wait for the process. On timeout or a stop request, kill its tree; return the reason."""
         limit = self.spec.stopping_condition.max_runtime_in_seconds
         deadline = time.monotonic() + limit
@@ -141,7 +147,9 @@ class Supervisor:
             else:
                 continue
             self._record(JobStatus.STOPPING)
-            isolation.kill_tree(process, grace_seconds=self.config.stop_grace_seconds)
+            isolation.kill_tree(
+                process, namespaced=namespaced, grace_seconds=self.config.stop_grace_seconds
+            )
             logger.warning("job %s: %s", self.spec.name, reason)
             return reason
         return None

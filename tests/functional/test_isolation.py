@@ -1,0 +1,106 @@
+"""What a job's command can reach, and what happens to it when its runner goes away."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+from tests.helpers import json_output, processes_with, requires_namespaces, wait_until
+
+RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
+
+
+@requires_namespaces
+def test_script_cannot_reach_raw_data(cli, home, tmp_path):
+    script = tmp_path / "tamper.py"
+    script.write_text(
+        "import os, sys\n"
+        f"target = {str(home / 'buckets' / RAW / 'input' / 'data.csv')!r}\n"
+        "try:\n"
+        "    with open(target, 'a') as handle:\n"
+        "        handle.write('tampered')\n"
+        "except OSError as error:\n"
+        "    print('blocked:', error.strerror, file=sys.stderr)\n"
+        "    sys.exit(4)\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+
+    result = cli("run", str(data), "--json", "--script", str(script))
+
+    (job,) = json_output(result)
+    assert job["status"] == "Failed"
+    assert "blocked:" in job["failure_reason"]
+    assert (home / "buckets" / RAW / "input" / "data.csv").read_text() == "id\n1\n"
+
+
+@requires_namespaces
+def test_stop_reaches_script_sigterm_handler(cli, tmp_path):
+    token = uuid.uuid4().hex
+    script = tmp_path / f"graceful_{token}.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "def leave(signum, frame):\n"
+        "    print('cleaning up after SIGTERM', flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, leave)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+    (job,) = json_output(cli("run", str(data), "--json", "--no-wait", "--script", str(script)))
+    wait_until(
+        lambda: "ready" in cli("jobs", "logs", job["job_name"]).stdout,
+        timeout=30,
+        what="the script to start",
+    )
+
+    stopped = cli("jobs", "stop", job["job_name"])
+
+    assert f"{job['job_name']} Stopped" in stopped.stdout
+    assert "cleaning up after SIGTERM" in cli("jobs", "logs", job["job_name"]).stdout
+    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+
+
+@requires_namespaces
+def test_killed_runner_takes_job_along(cli, home, tmp_path):
+    token = uuid.uuid4().hex
+    script = tmp_path / f"slow_{token}.py"
+    script.write_text("import time\nprint('running', flush=True)\ntime.sleep(300)\n")
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+    (job,) = json_output(cli("run", str(data), "--json", "--no-wait", "--script", str(script)))
+    wait_until(lambda: processes_with(token), timeout=30, what="the script to start")
+    status = json.loads((home / "jobs" / job["job_name"] / "status.json").read_text())
+    supervisor = status["supervisor_pid"]
+
+    os.kill(supervisor, signal.SIGKILL)
+
+    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+    described = json_output(cli("jobs", "describe", job["job_name"], "--json"))
+    assert described["status"] == "Failed"
+    assert "ended without recording a result" in described["failure_reason"]
+
+
+def test_script_without_namespace_reads_ml_root(cli, home, tmp_path):
+    script = tmp_path / "portable.py"
+    script.write_text(
+        "import os, shutil\n"
+        "root = os.environ.get('PREPFLOW_ML_ROOT', '/opt/ml')\n"
+        "shutil.copy(os.path.join(root, 'processing/input/data.csv'),\n"
+        "            os.path.join(root, 'processing/output/copy.csv'))\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+
+    result = cli(
+        "run", str(data), "--json", "--script", str(script), env={"PREPFLOW_ISOLATION": "none"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json_output(result)
+    assert job["status"] == "Completed"
+    assert [uri.rsplit("/", 1)[-1] for uri in job["outputs"]] == ["copy.csv"]
