@@ -161,6 +161,8 @@ def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str
                     f"{_suffixes(settings)} (set PREPFLOW_INPUT_SUFFIXES to change)",
                 )
             uploads.append((path, settings.input_prefix + path.name))
+        elif path.exists():
+            raise Exit(EXIT_USAGE, f"{path}: not a regular file or folder")
         else:
             raise Exit(EXIT_USAGE, f"{path}: no such file or folder")
     keys = [key for _, key in uploads]
@@ -280,7 +282,13 @@ def jobs_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
 ) -> None:
     """List jobs, newest first."""
-    local = build_local_app(_setup(ctx.obj))
+    settings = _setup(ctx.obj)
+    if not settings.home.is_dir():
+        _out(
+            f"no jobs: no prepflow home at {settings.home.resolve()} (set --home or PREPFLOW_HOME)"
+        )
+        return
+    local = build_local_app(settings)
     records = [local.refresh(r.job_name) for r in local.jobs.list_jobs(status=status, limit=limit)]
     if as_json:
         _out(json.dumps([_job_json(local, r) for r in records], indent=2))
@@ -317,7 +325,7 @@ def jobs_describe(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
 ) -> None:
     """Show one job: status, inputs, outputs, counts, failure reason and request."""
-    local = build_local_app(_setup(ctx.obj))
+    local = _existing_app(ctx.obj)
     record = local.refresh(job_name)
     details = {
         **_job_json(local, record),
@@ -344,6 +352,8 @@ def jobs_describe(
             continue
         shown = json.dumps(value) if isinstance(value, list | dict) else value
         _out(f"{name + ':':<17} {shown if shown is not None else '-'}")
+    _out("request:")
+    _out(json.dumps(details["request"], indent=2))
 
 
 @jobs_app.command("logs")
@@ -355,7 +365,7 @@ def jobs_logs(
     ] = False,
 ) -> None:
     """Print a job's output (stdout and stderr of its container command)."""
-    local = build_local_app(_setup(ctx.obj))
+    local = _existing_app(ctx.obj)
     local.jobs.get(job_name)
     path = local.store.buckets_root / local.settings.buckets.logs / "logs" / job_name / "algo-1.log"
     position = 0
@@ -381,7 +391,7 @@ def jobs_stop(
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped")] = True,
 ) -> None:
     """Stop a running job (its processes get SIGTERM, then SIGKILL)."""
-    local = build_local_app(_setup(ctx.obj))
+    local = _existing_app(ctx.obj)
     record = local.refresh(job_name)
     if record.status.is_terminal:
         _out(f"{job_name} already ended: {record.status}")
@@ -394,6 +404,18 @@ def jobs_stop(
 
 
 # -- shared -------------------------------------------------------------------------------------
+
+
+def _existing_app(context: Context) -> LocalApp:
+    """Open the local mode for reading; fail instead of creating an empty home."""
+    settings = _setup(context)
+    if not settings.home.is_dir():
+        raise Exit(
+            EXIT_FAILED,
+            f"no prepflow home at {settings.home.resolve()}: nothing has run there; set --home "
+            "or PREPFLOW_HOME to the folder your jobs ran in",
+        )
+    return build_local_app(settings)
 
 
 def _setup(context: Context, *, default_level: str = "WARNING", **overrides: Any) -> Settings:
@@ -447,9 +469,12 @@ def _print_job(local: LocalApp, record: JobRecord) -> None:
     for uri in record.inputs:
         _out(f"  input:  {uri}")
     if record.status == JobStatus.COMPLETED:
-        for uri in local.output_files(record):
+        outputs = local.output_files(record)
+        for uri in outputs:
             _out(f"  output: {uri}")
             _out(f"          {local.local_path(uri)}")
+        if not outputs:
+            _out("  output: none (the job wrote no files)")
     elif record.status.is_terminal:
         _out("  output: none (outputs are uploaded only when a job completes)")
     if record.failure_reason:

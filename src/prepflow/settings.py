@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from prepflow.errors import ConfigurationError
-from prepflow.jobs.spec import MAX_INSTANCE_COUNT, MAX_RUNTIME_LIMIT_SECONDS
+from prepflow.errors import ConfigurationError, StorageError
+from prepflow.jobs.spec import MAX_INSTANCE_COUNT, MAX_RUNTIME_LIMIT_SECONDS, ROLE_ARN_PATTERN
 from prepflow.processing.paths import DATA_SUFFIXES
+from prepflow.storage.base import check_bucket_name, check_key
 
 # The local runner never calls AWS, but CreateProcessingJob requires a role ARN; this
 # placeholder keeps local job specs identical in shape to the ones sent to SageMaker.
@@ -111,9 +112,65 @@ class Settings(BaseSettings):
     @field_validator("input_prefix", "output_prefix")
     @classmethod
     def _prefix_is_folder(cls, value: str) -> str:
-        if value.startswith("/"):
-            raise ValueError(f"prefix {value!r} must not start with '/'; S3 keys have no root")
-        return value if value == "" or value.endswith("/") else value + "/"
+        folder = value if value == "" or value.endswith("/") else value + "/"
+        if folder:
+            try:
+                check_key(folder)
+            except StorageError as error:
+                raise ValueError(
+                    "must be a relative S3 prefix without empty, '.' or '..' segments, "
+                    "for example input/"
+                ) from error
+        return folder
+
+    @field_validator(
+        "raw_bucket",
+        "processed_bucket",
+        "model_artifacts_bucket",
+        "logs_bucket",
+        "feature_store_bucket",
+    )
+    @classmethod
+    def _valid_bucket(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_bucket_name(value)
+            except StorageError as error:
+                raise ValueError(str(error)) from error
+        return value
+
+    @field_validator("sagemaker_role_arn")
+    @classmethod
+    def _valid_role(cls, value: str | None) -> str | None:
+        if value is not None and not ROLE_ARN_PATTERN.match(value):
+            raise ValueError(
+                "expected an IAM role ARN: arn:aws:iam::<12-digit account>:role/<name>"
+            )
+        return value
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_given(cls, value: Any) -> Any:
+        if str(value).strip() in ("", "/"):
+            raise ValueError("must name a folder other than '' or '/', e.g. ./.prepflow")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derived_buckets_valid(self) -> Settings:
+        for name in vars(self.buckets).values():
+            try:
+                check_bucket_name(name)
+            except StorageError as error:
+                raise ValueError(
+                    f"APP_PREFIX {self.app_prefix!r} gives {error}; use at most 39 lowercase "
+                    "letters, digits and hyphens"
+                ) from error
+        return self
 
     @field_validator("input_suffixes", mode="before")
     @classmethod
@@ -163,9 +220,13 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe_validation_error(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "settings"
+        message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:
+            lines.append(message)
+            continue
+        field = ".".join(str(part) for part in problem["loc"])
         env_name = _ENV_NAMES.get(field, field)
-        lines.append(f"{env_name}={problem.get('input')!r}: {problem['msg']}")
+        lines.append(f"{env_name}={problem.get('input')!r}: {message}")
     lines.append("fix the variable or the command-line option and run again")
     return "invalid configuration: " + "; ".join(lines)
 

@@ -70,8 +70,51 @@ def test_logs_show_script_output(cli, tmp_path):
     assert "a warning" in logs.stdout
 
 
-def test_unknown_job_is_error(cli):
+def test_unknown_job_is_error(cli, make_app):
+    make_app()
+
     result = cli("jobs", "describe", "prepflow-no-such-job")
 
     assert result.returncode == 1
     assert "processing job not found: 'prepflow-no-such-job'" in result.stderr
+
+
+def test_missing_home_not_created(cli, home):
+    listed = cli("jobs", "list")
+    described = cli("jobs", "describe", "prepflow-anything")
+
+    assert listed.returncode == 0
+    assert "no jobs: no prepflow home at" in listed.stdout
+    assert described.returncode == 1
+    assert "no prepflow home at" in described.stderr
+    assert not home.exists()
+
+
+def test_completed_job_without_outputs(cli, tmp_path):
+    script = tmp_path / "quiet.py"
+    script.write_text("print('nothing to write')\n")
+    data = tmp_path / "orders.csv"
+    data.write_text("id\n1\n")
+
+    result = cli("run", str(data), "--script", str(script))
+
+    assert result.returncode == 0, result.stderr
+    assert "output: none (the job wrote no files)" in result.stdout
+
+
+@requires_namespaces
+def test_output_symlink_reported_in_log(cli, tmp_path):
+    script = tmp_path / "linker.py"
+    script.write_text(
+        "import os\n"
+        "os.symlink('/etc/hostname', '/opt/ml/processing/output/host.txt')\n"
+        "os.symlink('/etc', '/opt/ml/processing/output/etc')\n"
+        "open('/opt/ml/processing/output/real.txt', 'w').write('ok')\n"
+    )
+    job = run_one(cli, tmp_path, "--script", str(script))
+
+    logs = cli("jobs", "logs", job["job_name"]).stdout
+
+    assert [uri.rsplit("/", 1)[-1] for uri in job["outputs"]] == ["real.txt"]
+    assert "/opt/ml/processing/output/host.txt is a symbolic link; not uploaded" in logs
+    assert "/opt/ml/processing/output/etc is a symbolic link; not uploaded" in logs

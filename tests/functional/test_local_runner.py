@@ -73,10 +73,12 @@ def test_runner_rejects_duplicate_job_name(make_app):
 
 
 def test_runner_rejects_several_instances(make_app):
-    app = make_app(processing_instance_count=2)
+    app = make_app()
+    request = spec_for(app).to_request()
+    request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 2
 
     with pytest.raises(JobSpecError, match="InstanceCount 2"):
-        app.runner.submit(spec_for(app))
+        app.runner.submit(ProcessingJobSpec.from_request(request))
 
 
 def test_describe_unknown_job(make_app):

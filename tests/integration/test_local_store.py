@@ -816,3 +816,15 @@ def test_two_instances_share_sequencers(store):
 
     assert time.monotonic() - started < 60
     assert sorted(values) == list(range(1, 51))
+
+
+def test_object_mode_follows_umask(store):
+    previous = os.umask(0o027)
+    try:
+        store.put_object(BUCKET, "input/mode.csv", b"a\n")
+    finally:
+        os.umask(previous)
+
+    mode = (bucket_dir(store) / "input" / "mode.csv").stat().st_mode & 0o777
+
+    assert mode == 0o640

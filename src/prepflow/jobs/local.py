@@ -154,7 +154,6 @@ class LocalRunner(JobBackend):
     def _check_supported(self, spec: ProcessingJobSpec) -> None:
         count = spec.processing_resources.cluster_config.instance_count
         if count != 1:
-            # TODO: one process per host (algo-1 .. algo-N) with ShardedByS3Key splitting.
             raise JobSpecError(
                 f"InstanceCount {count}: the local runner runs single-instance jobs only; "
                 "set PROCESSING_INSTANCE_COUNT=1 to run this job locally"

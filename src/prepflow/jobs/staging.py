@@ -88,33 +88,42 @@ def write_config(spec: ProcessingJobSpec, root: Path, *, host: str, hosts: list[
     (root / "output").mkdir(parents=True, exist_ok=True)
 
 
-def upload_outputs(store: LocalObjectStore, spec: ProcessingJobSpec, root: Path) -> int:
-    """Upload every file under each output's LocalPath to its S3Uri; return the file count."""
+def upload_outputs(store: LocalObjectStore, spec: ProcessingJobSpec, root: Path) -> list[str]:
+    """Upload every file under each output's LocalPath to its S3Uri.
+
+    Returns a warning for each symbolic link left out: a link would be followed on the host,
+    outside the job's view, so it is never uploaded.
+    """
     uploaded = 0
+    warnings = []
     for output in spec.processing_output_config.outputs:
         source = host_path(root, output.s3_output.local_path)
         bucket, prefix = parse_s3_uri(output.s3_output.s3_uri)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        for path in sorted(_files(source)):
+        files, links = _files(source)
+        for path in sorted(files):
             key = prefix + path.relative_to(source).as_posix()
             store.upload_file(bucket, key, path)
             uploaded += 1
+        for link in links:
+            container_path = f"{output.s3_output.local_path}/{link.relative_to(source)}"
+            warnings.append(f"{container_path} is a symbolic link; not uploaded")
     logger.info("job %s: uploaded %d output file(s)", spec.name, uploaded)
-    return uploaded
+    return warnings
 
 
-def _files(folder: Path) -> list[Path]:
-    found = []
-    for directory, _, names in os.walk(folder):
-        for name in names:
+def _files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Return the regular files under ``folder`` and the symbolic links (to files or folders)."""
+    files, links = [], []
+    for directory, folders, names in os.walk(folder):
+        for name in [*folders, *names]:
             path = Path(directory, name)
             if path.is_symlink():
-                # The link would be read on the host, outside the job's view; never follow it.
-                logger.warning("output %s is a symbolic link; not uploaded", path)
-                continue
-            found.append(path)
-    return found
+                links.append(path)
+            elif name in names:
+                files.append(path)
+    return files, links
 
 
 def read_exit_message(root: Path) -> str | None:

@@ -9,7 +9,6 @@ Failed or Stopped.
 
 from __future__ import annotations
 
-import collections
 import logging
 import shutil
 import signal
@@ -35,6 +34,9 @@ logger = logging.getLogger("prepflow.jobs.supervisor")
 
 HOST = "algo-1"
 STDERR_TAIL_LINES = 20
+# Enough for 20 long lines; the failure reason keeps at most 1 KB of it anyway.
+STDERR_TAIL_BYTES = 16_384
+PUMP_CHUNK_BYTES = 65_536
 POLL_SECONDS = 0.1
 
 
@@ -52,7 +54,7 @@ class Supervisor:
         self.config: RunnerConfig = folder.read_config()
         self.store = LocalObjectStore(Path(self.config.home), region=self.config.region)
         self.stop_requested = threading.Event()
-        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_tail = bytearray()
         self.log_key = f"logs/{self.spec.name}/{HOST}.log"
         self._jobs: SqliteJobStore | None = None
 
@@ -88,9 +90,10 @@ class Supervisor:
         outcome = self._execute(command, root)
         if outcome.status == JobStatus.COMPLETED:
             try:
-                staging.upload_outputs(self.store, self.spec, root)
+                warnings = staging.upload_outputs(self.store, self.spec, root)
             except PrepflowError as error:
                 return Outcome(JobStatus.FAILED, _cut(f"ClientError: {error}"))
+            self._log_to_job(warnings)
         return outcome
 
     def _execute(self, command: isolation.Command, root: Path) -> Outcome:
@@ -157,24 +160,34 @@ class Supervisor:
     def _start_pumps(
         self, process: subprocess.Popen[bytes], log: BinaryIO
     ) -> list[threading.Thread]:
+        """Copy stdout and stderr to the job log as they come, keeping the end of stderr.
+
+        Reads in chunks rather than lines, so a single huge line never has to fit in memory.
+        """
         lock = threading.Lock()
 
-        def pump(stream: BinaryIO, tail: collections.deque[str] | None) -> None:
-            for line in iter(stream.readline, b""):
+        def pump(stream: BinaryIO, keep_tail: bool) -> None:
+            while chunk := stream.read1(PUMP_CHUNK_BYTES):  # type: ignore[attr-defined]
                 with lock:
-                    log.write(line)
+                    log.write(chunk)
                     log.flush()
-                if tail is not None:
-                    tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+                if keep_tail:
+                    self.stderr_tail.extend(chunk)
+                    del self.stderr_tail[:-STDERR_TAIL_BYTES]
 
         assert process.stdout is not None and process.stderr is not None
         threads = [
-            threading.Thread(target=pump, args=(process.stdout, None), daemon=True),
-            threading.Thread(target=pump, args=(process.stderr, self.stderr_tail), daemon=True),
+            threading.Thread(target=pump, args=(process.stdout, False), daemon=True),
+            threading.Thread(target=pump, args=(process.stderr, True), daemon=True),
         ]
         for thread in threads:
             thread.start()
         return threads
+
+    def _stderr_lines(self) -> str:
+        text = self.stderr_tail.decode("utf-8", "replace")
+        lines = text.splitlines()[-STDERR_TAIL_LINES:]
+        return "\n".join(line.rstrip() for line in lines).strip()
 
     def _algorithm_error(self, returncode: int) -> str:
         if returncode < 0:
@@ -182,12 +195,21 @@ class Supervisor:
             cause = f"killed by signal {name} (exit code {128 - returncode})"
         else:
             cause = f"exit code: {returncode}"
-        tail = "\n".join(self.stderr_tail).strip()
+        tail = self._stderr_lines()
         head = f"AlgorithmError: {cause}. Last lines of stderr:\n"
         if not tail:
             return f"AlgorithmError: {cause}. The process wrote nothing to stderr."
         room = MAX_REASON_LENGTH - len(head)
         return head + (tail if len(tail) <= room else "..." + tail[-(room - 3) :])
+
+    def _log_to_job(self, lines: list[str]) -> None:
+        """Append prepflow's own remarks to the job's log, where its user looks."""
+        if not lines:
+            return
+        with self.store.open_log(self.config.logs_bucket, self.log_key) as log:
+            for line in lines:
+                logger.warning("job %s: %s", self.spec.name, line)
+                log.write(f"[prepflow] {line}\n".encode())
 
     def _remove_staged_files(self) -> None:
         """Delete the job's copies of its inputs and outputs, as an instance's disk goes away.
@@ -230,7 +252,7 @@ class Supervisor:
             return
         extra: dict[str, object] = {}
         if status.is_terminal:
-            extra["log_tail"] = "\n".join(self.stderr_tail)[-MAX_REASON_LENGTH:] or None
+            extra["log_tail"] = self._stderr_lines()[-MAX_REASON_LENGTH:] or None
             extra["log_uri"] = f"s3://{self.config.logs_bucket}/{self.log_key}"
         jobs.apply_description(self.folder.describe(), **extra)
 

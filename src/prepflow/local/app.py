@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prepflow.errors import ConfigurationError
 from prepflow.jobs.local import LocalRunner, RunnerConfig
 from prepflow.jobs.spec import JobStatus
 from prepflow.jobs.template import StepTemplate
@@ -76,7 +77,24 @@ class LocalApp:
 
 
 def build_local_app(settings: Settings, step: StepTemplate | None = None) -> LocalApp:
+    """Wire the local mode under ``settings.home``, creating the folder if needed.
+
+    Raises ConfigurationError for settings the local mode cannot run with.
+    """
+    if settings.processing_instance_count != 1:
+        # TODO: one process per host (algo-1 .. algo-N) with ShardedByS3Key splitting.
+        raise ConfigurationError(
+            f"PROCESSING_INSTANCE_COUNT={settings.processing_instance_count}: the local runner "
+            "runs single-instance jobs only; set it to 1 to run locally"
+        )
     home = settings.home.resolve()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot use PREPFLOW_HOME={str(settings.home)!r}: {error.strerror}; "
+            "choose a folder you can write to"
+        ) from error
     store = LocalObjectStore(home, region=settings.region)
     jobs = SqliteJobStore(home / "jobs.db")
     runner = LocalRunner(

@@ -8,6 +8,7 @@ timeout makes a writer wait for the lock instead of failing at once.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +29,29 @@ def connect(path: Path) -> sqlite3.Connection:
 def ensure_schema(path: Path, statements: tuple[str, ...]) -> None:
     """Create the tables of ``statements`` and switch the file to WAL (a persistent setting)."""
     with closing_connection(path) as connection:
-        connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection)
         with write_transaction(connection):
             for statement in statements:
                 connection.execute(statement)
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    # Switching to WAL needs an exclusive lock and SQLite does not wait for it through the
+    # busy timeout, so two processes opening a new database at once retry here.
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.01
+    while True:
+        (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() == "wal":
+            return
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from pathlib import Path
 from prepflow.errors import InvalidKeyError, StorageError
 
 MAX_KEY_BYTES = 1024
+# S3 bucket naming rules (the S3 user guide, "General purpose bucket naming rules"), without
+# the rarely used dotted forms that S3 also restricts.
+BUCKET_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not bucket:
         raise StorageError(f"S3 URI {uri!r} has no bucket name")
     return bucket, key
+
+
+def check_bucket_name(bucket: str) -> None:
+    """Raise StorageError unless ``bucket`` follows S3's bucket naming rules."""
+    if not BUCKET_NAME_PATTERN.match(bucket) or ".." in bucket:
+        raise StorageError(
+            f"invalid bucket name {bucket!r}: use 3 to 63 lowercase letters, digits, "
+            "hyphens or dots, starting and ending with a letter or digit"
+        )
 
 
 def check_key(key: str) -> None:

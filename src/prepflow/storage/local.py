@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -27,12 +26,10 @@ from typing import Any, BinaryIO
 from prepflow.errors import InvalidKeyError, ObjectNotFoundError, StorageError
 from prepflow.events import build_s3_notification
 from prepflow.local.sqlite import closing_connection, ensure_schema, write_transaction
-from prepflow.storage.base import ObjectInfo, ObjectStore, check_key
+from prepflow.storage.base import ObjectInfo, ObjectStore, check_bucket_name, check_key
 
 logger = logging.getLogger(__name__)
 
-# S3 bucket naming rules (the S3 user guide, "Bucket naming rules"), without the dotted forms.
-BUCKET_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Most Linux file systems hold names of at most 255 bytes; a longer key segment cannot be
 # stored here, although S3 would take it.
 MAX_SEGMENT_BYTES = 255
@@ -106,6 +103,9 @@ class LocalObjectStore(ObjectStore):
         descriptor, name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         temporary = Path(name)
         try:
+            # mkstemp creates the file private (0600); an object gets the mode any new file
+            # of this user would get.
+            os.fchmod(descriptor, 0o666 & ~_umask())
             with os.fdopen(descriptor, "wb") as handle:
                 writer = _HashingWriter(handle)
                 fill(writer)
@@ -283,11 +283,7 @@ class LocalObjectStore(ObjectStore):
     # -- paths ----------------------------------------------------------------------------
 
     def _bucket_root(self, bucket: str) -> Path:
-        if not BUCKET_NAME_PATTERN.match(bucket) or ".." in bucket:
-            raise StorageError(
-                f"invalid bucket name {bucket!r}: use 3 to 63 lowercase letters, digits, "
-                "hyphens or dots, starting and ending with a letter or digit"
-            )
+        check_bucket_name(bucket)
         return self.buckets_root / bucket
 
     def _path_for(self, bucket: str, key: str, *, create: bool = False) -> Path:
@@ -360,6 +356,17 @@ def _walk_files(start: Path) -> Iterator[Path]:
             path = Path(directory, name)
             if not path.is_symlink():
                 yield path
+
+
+def _umask() -> int:
+    # Read, not set and reset with os.umask, which would race with other threads.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def _same_file(row: sqlite3.Row, stat: os.stat_result) -> bool:
