@@ -228,6 +228,16 @@ class Orchestrator:
             return duplicate
 
         info = self.store.head_object(event.bucket, event.key)
+        if event.etag and _plain_etag(event.etag) != _plain_etag(info.etag):
+            # Either a newer upload replaced the object (both jobs then read the newer content,
+            # as on S3 without versioning) or the event was written by hand.
+            logger.warning(
+                "%s: the event names ETag %s but the object has %s; processing the object as it "
+                "is now",
+                subject,
+                event.etag,
+                info.etag,
+            )
         if info.size == 0:
             logger.info("skipped %s: the object is empty (0 bytes)", subject)
             return Outcome(OutcomeKind.SKIPPED, subject, reason="the object is empty (0 bytes)")
@@ -310,6 +320,7 @@ class Orchestrator:
                 job_name=name,
                 idempotency_key=idempotency_key,
                 inputs=[o.uri for o in objects],
+                input_etags={o.uri: o.etag for o in objects},
                 outputs=[output_uri],
                 manifest_uri=manifest,
                 request=spec.to_request(),
@@ -346,6 +357,11 @@ class Orchestrator:
 
     def _default_output(self, name: str) -> str:
         return s3_uri(self.settings.buckets.processed, f"{self.settings.output_prefix}{name}/")
+
+
+def _plain_etag(etag: str) -> str:
+    # HeadObject quotes ETags; event notifications do not.
+    return etag.strip('"').lower()
 
 
 def _folder_uri(uri: str) -> str:

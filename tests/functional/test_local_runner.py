@@ -139,3 +139,36 @@ def test_concurrency_limit_respected(make_app, tmp_path):
         running += change
         most = max(most, running)
     assert most == 2
+
+
+@requires_namespaces
+def test_replaced_input_fails_older_job(make_app, tmp_path):
+    app = make_app(max_concurrent_jobs=1)
+    script = tmp_path / "copy.py"
+    script.write_text(
+        "import os, shutil, time\n"
+        "names = [n for n in os.listdir('/opt/ml/processing/input') if n.endswith('.csv')]\n"
+        "if 'blocker.csv' in names:\n"
+        "    time.sleep(1.5)\n"
+        "for name in names:\n"
+        "    shutil.copy('/opt/ml/processing/input/' + name, '/opt/ml/processing/output/' + name)\n"
+    )
+    app.orchestrator.step = upload_script(app.store, app.settings, script)
+    names = []
+    app.store.subscribe(
+        app.settings.buckets.raw,
+        lambda event: names.append(app.orchestrator.handle(event).outcomes[0].job_name),
+    )
+    raw = app.settings.buckets.raw
+    app.store.put_object(raw, "input/blocker.csv", b"id\n0\n")
+    app.store.put_object(raw, "input/data.csv", b"id\nfirst\n")
+    app.store.put_object(raw, "input/data.csv", b"id\nsecond\n")
+
+    blocker, older, newer = app.wait(names, timeout=120)
+
+    assert blocker.status == JobStatus.COMPLETED
+    assert older.status == JobStatus.FAILED
+    assert "changed after the upload that started this job" in older.failure_reason
+    assert newer.status == JobStatus.COMPLETED
+    (uri,) = app.output_files(newer)
+    assert app.local_path(uri).read_text() == "id\nsecond\n"

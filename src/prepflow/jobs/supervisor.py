@@ -22,12 +22,13 @@ from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
-from prepflow.errors import PrepflowError
+from prepflow.errors import PrepflowError, StorageError
 from prepflow.jobs import isolation, slots, staging
 from prepflow.jobs.local import JobFolder, RunnerConfig
 from prepflow.jobs.spec import MAX_REASON_LENGTH, JobStatus, ProcessingJobSpec
 from prepflow.jobstore.base import JobStore
 from prepflow.jobstore.sqlite import SqliteJobStore
+from prepflow.storage.base import parse_s3_uri
 from prepflow.storage.local import LocalObjectStore
 
 logger = logging.getLogger("prepflow.jobs.supervisor")
@@ -81,6 +82,7 @@ class Supervisor:
         root = self.folder.host_root(HOST)
         try:
             staging.stage_inputs(self.store, self.spec, root)
+            self._check_inputs_unchanged()
             staging.write_config(self.spec, root, host=HOST, hosts=[HOST])
             command = isolation.build_command(
                 self.spec, root, mode=self.config.isolation, hidden=(Path(self.config.home),)
@@ -201,6 +203,22 @@ class Supervisor:
             return f"AlgorithmError: {cause}. The process wrote nothing to stderr."
         room = MAX_REASON_LENGTH - len(head)
         return head + (tail if len(tail) <= room else "..." + tail[-(room - 3) :])
+
+    def _check_inputs_unchanged(self) -> None:
+        """Raise StorageError if an input was replaced after the event that started the job.
+
+        Without this, two uploads of one key in quick succession would both be processed
+        from the second upload's content. The newer upload has a job of its own.
+        """
+        jobs = self._job_store()
+        record = jobs.find(self.spec.name) if jobs is not None else None
+        for uri, expected in (record.input_etags if record else {}).items():
+            current = self.store.head_object(*parse_s3_uri(uri)).etag
+            if current != expected:
+                raise StorageError(
+                    f"{uri} changed after the upload that started this job (ETag {expected}, "
+                    f"now {current}); a newer upload replaced it and is processed by its own job"
+                )
 
     def _log_to_job(self, lines: list[str]) -> None:
         """Append prepflow's own remarks to the job's log, where its user looks."""

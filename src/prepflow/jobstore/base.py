@@ -43,6 +43,8 @@ class JobRecord(BaseModel):
     status: JobStatus = JobStatus.IN_PROGRESS
     # S3 URIs of the objects the job reads (decoded keys) and of its output prefixes.
     inputs: list[str] = Field(default_factory=list)
+    # ETag of each input as the triggering event saw it, keyed by S3 URI.
+    input_etags: dict[str, str] = Field(default_factory=dict)
     outputs: list[str] = Field(default_factory=list)
     manifest_uri: str | None = None
     log_uri: str | None = None
