@@ -28,6 +28,8 @@ from prepflow.local.app import LocalApp, build_local_app
 from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
 from prepflow.settings import Settings, load_settings
 
+logger = logging.getLogger("prepflow.cli")
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -247,7 +249,10 @@ def watch(
         float, typer.Option(help="Seconds a file must stay unchanged before it is taken", min=0)
     ] = 2.0,
     once: Annotated[
-        bool, typer.Option(help="Scan once (process what is waiting), wait for its jobs, exit")
+        bool,
+        typer.Option(
+            help="Process what is waiting (after it settles), wait for those jobs, then exit"
+        ),
     ] = False,
 ) -> None:
     """Process every file that appears under the raw-data bucket's input prefix."""
@@ -258,6 +263,10 @@ def watch(
     watcher = Watcher(local, interval_seconds=interval, settle_seconds=settle)
     if once:
         results = watcher.scan_once()
+        while watcher.unsettled:
+            logger.info("waiting for %d file(s) that are still changing", watcher.unsettled)
+            time.sleep(interval)
+            results += watcher.scan_once()
         names = [n for r in results for n in r.job_names]
         records = local.wait(names)
         watcher.report_finished()

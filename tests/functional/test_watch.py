@@ -98,3 +98,33 @@ def test_watch_ignores_unsupported_and_empty_files(home, tmp_path):
 
     assert once.returncode == 0, once.stderr
     assert SqliteJobStore(home / "jobs.db").list_jobs() == []
+
+
+def test_watch_once_waits_for_fresh_file(home, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("id,value\n1,a\n")
+    copy_in(home, data, "fresh.csv")
+
+    once = subprocess.run(
+        [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "1", "--interval", "0.2"],
+        env={**os.environ, "PREPFLOW_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert once.returncode == 0, once.stderr
+    assert "waiting for 1 file(s) that are still changing" in once.stderr
+    assert completed_inputs(home) == [f"s3://{RAW}/input/fresh.csv"]
+
+
+def test_watch_logs_skipped_files(home, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not data")
+    copy_in(home, notes, "notes.txt")
+
+    once = watch_once(home)
+
+    assert once.returncode == 0, once.stderr
+    assert f"skipped s3://{RAW}/input/notes.txt: the file type is not one of .csv" in once.stderr

@@ -32,7 +32,10 @@ class Watcher:
     app: LocalApp
     interval_seconds: float = 1.0
     settle_seconds: float = 2.0
+    # Files that changed within settle_seconds at the last scan; they wait for a later one.
+    unsettled: int = 0
     _last_seen: dict[str, FileIdentity] = field(default_factory=dict)
+    _first_scan: bool = True
     _handled: dict[str, FileIdentity] = field(default_factory=dict)
     _running: dict[str, str] = field(default_factory=dict)
 
@@ -62,19 +65,26 @@ class Watcher:
         bucket = settings.buckets.raw
         results = []
         seen: dict[str, FileIdentity] = {}
+        unsettled = 0
         for key, _, stat in self.app.store.scan(bucket, settings.input_prefix):
             identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
             seen[key] = identity
-            if self._handled.get(key) == identity or not self._settled(key, identity, stat, now):
+            if self._handled.get(key) == identity:
                 continue
-            if self.app.orchestrator.skip_reason(bucket, key, stat.st_size) is not None:
-                self._handled[key] = identity
+            if not self._settled(key, identity, stat, now):
+                unsettled += 1
+                continue
+            self._handled[key] = identity
+            skip = self.app.orchestrator.skip_reason(bucket, key, stat.st_size)
+            if skip is not None:
+                logger.info("skipped s3://%s/%s: %s", bucket, key, skip)
                 continue
             result = self._process(bucket, key)
             if result is not None:
                 results.append(result)
-            self._handled[key] = identity
         self._last_seen = seen
+        self._first_scan = False
+        self.unsettled = unsettled
         return results
 
     def report_finished(self) -> None:
@@ -107,7 +117,7 @@ class Watcher:
             return False
         # On the first scan, an old enough file is settled; later, it must also be unchanged
         # since the previous scan.
-        return not self._last_seen or self._last_seen.get(key) == identity
+        return self._first_scan or self._last_seen.get(key) == identity
 
     def _process(self, bucket: str, key: str) -> TriggerResult | None:
         info = self.app.store.head_object(bucket, key)

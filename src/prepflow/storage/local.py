@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from prepflow.errors import InvalidKeyError, ObjectNotFoundError, StorageError
@@ -223,7 +224,12 @@ class LocalObjectStore(ObjectStore):
                 found.append((encoded, key, path))
         # S3 lists keys in UTF-8 byte order; Path order would differ ("a/b" before "a-c").
         for _, key, path in sorted(found):
-            yield key, path, path.stat()
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed since the walk
+            if S_ISREG(stat.st_mode):
+                yield key, path, stat
 
     def object_path(self, bucket: str, key: str) -> Path:
         """Return the file that contains an object, for reading in place (never write to it)."""
