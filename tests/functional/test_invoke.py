@@ -101,3 +101,24 @@ def test_invoke_needs_one_source(cli):
 
     assert result.returncode == 2
     assert "give exactly one of" in result.stderr
+
+
+def test_delete_event_skipped(cli, home):
+    event = load_case("H01-event.json")
+    event["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+
+    result = cli("invoke", json.dumps(event))
+
+    assert result.returncode == 0, result.stderr
+    assert "ObjectRemoved:Delete is not an object creation" in result.stderr
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
+
+
+def test_eventbridge_delete_skipped(cli, home):
+    event = load_case("H12-event.json")
+    event["detail-type"] = "Object Deleted"
+
+    result = cli("invoke", json.dumps(event))
+
+    assert result.returncode == 0, result.stderr
+    assert "Object Deleted is not an object creation" in result.stderr

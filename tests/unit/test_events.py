@@ -12,6 +12,7 @@ from prepflow.events import (
     MalformedRecord,
     ManualRequest,
     ObjectCreated,
+    OtherS3Event,
     S3TestEvent,
     TriggerMessage,
     build_s3_notification,
@@ -533,3 +534,21 @@ def test_encode_plus_only_for_spaces(key):
 
     assert " " not in encoded
     assert encoded.count("+") == key.count(" ")
+
+
+def test_parse_delete_record_is_other_event():
+    event = build_s3_notification(
+        bucket="acme-ml-raw",
+        key="input/gone file.csv",
+        size=0,
+        etag="x",
+        sequencer="01",
+        region="eu-west-1",
+    )
+    event["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+
+    (message,) = parse_trigger_event(event)
+
+    assert message.notifications == (
+        OtherS3Event("ObjectRemoved:Delete", "s3://acme-ml-raw/input/gone file.csv"),
+    )
