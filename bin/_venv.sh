@@ -30,9 +30,15 @@ ensure_venv() {
   local stamp
   stamp="$venv/.installed-$(cat "$repo_root/pyproject.toml" <(echo "$extras") | sha256sum | cut -c1-16)"
   if [[ ! -f "$stamp" ]]; then
-    echo "installing prepflow ($spec) into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    (cd "$repo_root" && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec")
+    echo "installing prepflow ($spec) into $venv; pip's output goes to $venv/pip-install.log" >&2
+    local log="$venv/pip-install.log"
+    if ! { "$venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+      (cd "$repo_root" && "$venv/bin/python" -m pip install --disable-pip-version-check -e "$spec")
+    } >"$log" 2>&1; then
+      tail -n 30 "$log" >&2
+      echo "error: installing prepflow failed; the whole pip output is in $log" >&2
+      return 1
+    fi
     touch "$stamp"
   fi
 }
