@@ -1,7 +1,8 @@
 """The ``prepflow`` command.
 
-Exit codes: 0 every job completed; 1 a job failed or stopped, or an input was skipped or
+Exit codes: 0 every job completed; 1 a job failed or stopped, or a trigger record was
 rejected (the reason is printed); 2 a usage or configuration error, before any work started.
+``run`` also exits with 1 when a file it was given is skipped.
 """
 
 from __future__ import annotations

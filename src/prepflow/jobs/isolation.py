@@ -1,15 +1,17 @@
-"""How the local runner gives a job's command its ``/opt/ml``, and how it ends a job's processes.
+"""The isolation of a job's command: its own ``/opt/ml``, and the end of all its processes.
 
 ``namespace`` (Linux): the command runs in private mount and PID namespaces made by util-linux
-``unshare``. Inside, ``prepflow.jobs.sandbox`` lays the job's host folder over ``/opt/ml`` and
-execs the command, so an unmodified script reads ``/opt/ml/processing/input`` while the
-machine's own ``/opt`` stays untouched. The command is PID 1 of its namespace: when it dies,
-the kernel kills every process it left behind. Without root, ``--user --map-root-user`` adds
-a user namespace.
+``unshare``. Inside, ``prepflow.jobs.sandbox`` lays the job's host folder over ``/opt/ml``,
+hides prepflow's home, and runs the command as its child, so an unmodified script reads
+``/opt/ml/processing/input`` while the machine's own ``/opt`` stays untouched. The sandbox is
+PID 1 of the namespace: when it dies, the kernel kills every process the job left behind.
+Without root, ``--user --map-root-user`` adds a user namespace.
 
-``none``: the command runs as a plain process with ``PREPFLOW_ML_ROOT`` naming the host folder.
-prepflow's built-in step reads it. A user script that opens ``/opt/ml`` directly cannot work
-this way, so it is rejected with an error that names what to do instead.
+``none``: the command runs as a plain process with ``PREPFLOW_ML_ROOT`` naming the host
+folder, and arguments naming a path under /opt/ml are mapped into it. prepflow's built-in step
+and scripts that read ``PREPFLOW_ML_ROOT`` work this way. ``auto`` picks ``namespace`` where
+it can; where it cannot, it runs the built-in step as in ``none`` and rejects a user script
+with an error that names what to do instead.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ command, enforces ``MaxRuntimeInSeconds``, uploads outputs and records the resul
 supervisor outlives the command that submitted the job, as a SageMaker job outlives the API
 call that created it.
 
-``status.json`` in the job folder is this backend's DescribeProcessingJob: the supervisor
-writes it at every status change and then applies the change to the job store, the local
-twin of the EventBridge state-change rule that feeds the job store on AWS.
+``status.json`` in the job folder is this backend's DescribeProcessingJob. The supervisor
+writes it at every status change and then applies the change to the job store. That is the
+local twin of the EventBridge state-change rule that feeds the job store on AWS.
 """
 
 from __future__ import annotations
