@@ -93,9 +93,9 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
     )
-    # How the local runner gives a user script its /opt/ml: "namespace" (a private mount
-    # namespace, Linux only), "none" (paths handed over in PREPFLOW_ML_ROOT instead, which
-    # only prepflow's built-in step reads), or "auto" (namespace where possible).
+    # Isolation of a job's command: "namespace" (private mount and PID namespaces, Linux only,
+    # so scripts find /opt/ml unmodified), "none" (a plain process told its folder in
+    # PREPFLOW_ML_ROOT), or "auto" (namespace where possible, else none for the built-in step).
     isolation: Literal["auto", "namespace", "none"] = Field(
         "auto", validation_alias="PREPFLOW_ISOLATION"
     )
