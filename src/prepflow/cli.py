@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -201,7 +202,11 @@ def invoke(
         Path | None, typer.Option(help="Read the trigger event from this file ('-' for stdin)")
     ] = None,
     input_uri: Annotated[
-        str | None, typer.Option("--input", help="Manual request: s3:// URI of an object or prefix")
+        str | None,
+        typer.Option(
+            "--input",
+            help="Manual request: s3:// URI of an object or prefix; each call is a new job",
+        ),
     ] = None,
     output_uri: Annotated[
         str | None, typer.Option("--output", help="Manual request: s3:// URI for the output")
@@ -233,7 +238,9 @@ def _invoke_payload(
             return sys.stdin.read() if str(event_file) == "-" else event_file.read_text()
         except OSError as error:
             raise Exit(EXIT_USAGE, f"cannot read {event_file}: {error.strerror}") from error
-    request: dict[str, Any] = {"input_data_path": input_uri}
+    # Each --input call is a new request, so running it again after a failure starts a new
+    # job; a JSON request without request_id is recognised by its objects and output instead.
+    request: dict[str, Any] = {"input_data_path": input_uri, "request_id": uuid.uuid4().hex}
     if output_uri is not None:
         request["output_data_path"] = output_uri
     return request

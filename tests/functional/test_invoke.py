@@ -122,3 +122,23 @@ def test_eventbridge_delete_skipped(cli, home):
 
     assert result.returncode == 0, result.stderr
     assert "Object Deleted is not an object creation" in result.stderr
+
+
+def test_manual_request_again_new_job(cli, home):
+    put_raw(home, "input/orders.csv")
+    uri = f"s3://{RAW}/input/orders.csv"
+
+    first = json_output(cli("invoke", "--input", uri, "--json"))
+    second = json_output(cli("invoke", "--input", uri, "--json"))
+
+    assert first[0]["job_name"] != second[0]["job_name"]
+
+
+def test_manual_json_request_repeated_one_job(cli, home):
+    put_raw(home, "input/orders.csv")
+    request = json.dumps({"input_data_path": f"s3://{RAW}/input/orders.csv"})
+
+    first = json_output(cli("invoke", request, "--json"))
+    second = json_output(cli("invoke", request, "--json"))
+
+    assert first[0]["job_name"] == second[0]["job_name"]

@@ -61,12 +61,11 @@ class JobFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.name = path.name
-
-    request_file = property(lambda self: self.path / "request.json")
-    config_file = property(lambda self: self.path / "runner.json")
-    status_file = property(lambda self: self.path / "status.json")
-    stop_file = property(lambda self: self.path / "stop-requested")
-    runner_log = property(lambda self: self.path / "runner.log")
+        self.request_file = path / "request.json"
+        self.config_file = path / "runner.json"
+        self.status_file = path / "status.json"
+        self.stop_file = path / "stop-requested"
+        self.runner_log = path / "runner.log"
 
     def host_root(self, host: str) -> Path:
         """Return the host folder that appears as ``/opt/ml`` inside the job."""
