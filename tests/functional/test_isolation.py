@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import uuid
+from pathlib import Path
+
+import pytest
 
 from tests.helpers import json_output, processes_with, requires_namespaces, wait_until
 
@@ -104,3 +108,77 @@ def test_script_without_namespace_reads_ml_root(cli, home, tmp_path):
     (job,) = json_output(result)
     assert job["status"] == "Completed"
     assert [uri.rsplit("/", 1)[-1] for uri in job["outputs"]] == ["copy.csv"]
+
+
+@requires_namespaces
+def test_script_cannot_unmount_hidden_home(cli, home, tmp_path):
+    script = tmp_path / "unhide.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        f"home = {str(home)!r}\n"
+        "result = subprocess.run(['umount', home], capture_output=True, text=True)\n"
+        "print('umount exit', result.returncode, file=sys.stderr)\n"
+        f"open({str(home / 'buckets' / RAW / 'input' / 'data.csv')!r}, 'a').write('tampered')\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+
+    result = cli("run", str(data), "--json", "--script", str(script))
+
+    (job,) = json_output(result)
+    assert job["status"] == "Failed"
+    assert "umount exit 0" not in job["failure_reason"]
+    assert (home / "buckets" / RAW / "input" / "data.csv").read_text() == "id\n1\n"
+
+
+@requires_namespaces
+@pytest.mark.parametrize(
+    "planting",
+    [
+        "os.symlink(secret, '/opt/ml/output/message')",
+        "os.mkfifo('/opt/ml/output/message')",
+        "shutil.rmtree(out); os.symlink(os.path.dirname(secret), out)",
+        "os.mkfifo(out + '/result.csv')",
+        "os.symlink(secret, out + '/copy.csv')",
+    ],
+)
+def test_planted_links_and_fifos_ignored(cli, home, tmp_path, planting):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not upload")
+    script = tmp_path / "plant.py"
+    script.write_text(
+        "import os, shutil\n"
+        f"secret = {str(secret)!r}\n"
+        "out = '/opt/ml/processing/output'\n"
+        f"{planting}\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+
+    result = cli("run", str(data), "--json", "--script", str(script), timeout=60)
+
+    (job,) = json_output(result)
+    assert job["status"] == "Completed"
+    assert job["outputs"] == []
+    described = json_output(cli("jobs", "describe", job["job_name"], "--json"))
+    assert described["exit_message"] is None
+    uploaded = [p for p in (home / "buckets").rglob("*") if p.is_file()]
+    assert all(p.read_bytes() != b"do not upload" for p in uploaded)
+
+
+@requires_namespaces
+def test_home_under_opt_keeps_outputs(cli, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs to create a folder in /opt")
+    home = Path("/opt") / f"prepflow-test-{uuid.uuid4().hex}"
+    data = tmp_path / "data.csv"
+    data.write_text("id,v\n1,a\n2,\n")
+    try:
+        result = cli("run", str(data), "--json", env={"PREPFLOW_HOME": str(home)})
+
+        (job,) = json_output(result)
+        assert job["status"] == "Completed"
+        assert job["rows_out"] == 1
+        assert len(job["outputs"]) == 1
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -116,5 +116,5 @@ def test_output_symlink_reported_in_log(cli, tmp_path):
     logs = cli("jobs", "logs", job["job_name"]).stdout
 
     assert [uri.rsplit("/", 1)[-1] for uri in job["outputs"]] == ["real.txt"]
-    assert "/opt/ml/processing/output/host.txt is a symbolic link; not uploaded" in logs
-    assert "/opt/ml/processing/output/etc is a symbolic link; not uploaded" in logs
+    assert "/opt/ml/processing/output/host.txt is not a regular file; not uploaded" in logs
+    assert "/opt/ml/processing/output/etc is not a regular file; not uploaded" in logs

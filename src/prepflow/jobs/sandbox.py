@@ -27,6 +27,8 @@ import signal
 import sys
 
 MS_RDONLY = 1
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 MS_BIND = 4096
 MS_REC = 16384
 EXIT_SETUP_FAILED = 125
@@ -73,18 +75,49 @@ def _writable_opt(overlay: str) -> None:
 
 
 def _set_up(ml_folder: str, overlay: str, hidden: list[str]) -> None:
+    # Opened before /opt changes, so a job folder under /opt is bound from the host's disk
+    # and not from the overlay, whose upper layer is thrown away after the job.
+    ml_handle = os.open(ml_folder, os.O_RDONLY | os.O_DIRECTORY)
     _writable_opt(overlay)
     os.makedirs("/opt/ml", exist_ok=True)
-    _mount(ml_folder, "/opt/ml", None, MS_BIND | MS_REC, None)
+    _mount(f"/proc/self/fd/{ml_handle}", "/opt/ml", None, MS_BIND | MS_REC, None)
+    os.close(ml_handle)
     for folder in hidden:
         if os.path.isdir(folder):
             _mount("tmpfs", folder, "tmpfs", MS_RDONLY, "mode=0555,size=4k")
     os.chdir("/")
 
 
+def _lock_mounts() -> None:
+    """Move into a new user and mount namespace, where the mounts above cannot be undone.
+
+    Mounts inherited from a more privileged mount namespace are locked (mount_namespaces(7)),
+    so the command cannot unmount the tmpfs over prepflow's home to reach the raw data. It
+    stays user 0, mapped to the same user outside.
+    """
+    user, group = os.geteuid(), os.getegid()
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare failed: {os.strerror(errno)}")
+    with open("/proc/self/setgroups", "w") as handle:
+        handle.write("deny")
+    with open("/proc/self/uid_map", "w") as handle:
+        handle.write(f"0 {user} 1")
+    with open("/proc/self/gid_map", "w") as handle:
+        handle.write(f"0 {group} 1")
+
+
 def _run_as_init(command: list[str]) -> int:
     child = os.fork()
     if child == 0:
+        try:
+            _lock_mounts()
+        except OSError as error:
+            # NOTE: without a nested user namespace the command could unmount what hides
+            # prepflow's home; it still does not see it by accident.
+            print(
+                f"prepflow sandbox: warning: cannot lock the job's mounts: {error}", file=sys.stderr
+            )
         try:
             os.execvpe(command[0], command, os.environ)
         except OSError as error:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import posixpath
+import stat
 from pathlib import Path
 
 from prepflow.errors import StorageError
@@ -89,48 +90,69 @@ def write_config(spec: ProcessingJobSpec, root: Path, *, host: str, hosts: list[
 
 
 def upload_outputs(store: LocalObjectStore, spec: ProcessingJobSpec, root: Path) -> list[str]:
-    """Upload every file under each output's LocalPath to its S3Uri.
+    """Upload every regular file under each output's LocalPath to its S3Uri.
 
-    Returns a warning for each symbolic link left out: a link would be followed on the host,
-    outside the job's view, so it is never uploaded.
+    The job controls those folders, so nothing there is followed or trusted: symbolic links
+    (which would be read on the host, outside the job's view), FIFOs and devices are left out,
+    each with a warning in the returned list.
     """
     uploaded = 0
-    warnings = []
+    warnings: list[str] = []
     for output in spec.processing_output_config.outputs:
-        source = host_path(root, output.s3_output.local_path)
+        local_path = output.s3_output.local_path.rstrip("/")
+        source = host_path(root, local_path)
+        if source.is_symlink() or not source.is_dir():
+            warnings.append(f"{local_path} is not a folder; output {output.output_name!r} is empty")
+            continue
         bucket, prefix = parse_s3_uri(output.s3_output.s3_uri)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        files, links = _files(source)
-        for path in sorted(files):
-            key = prefix + path.relative_to(source).as_posix()
-            store.upload_file(bucket, key, path)
-            uploaded += 1
-        for link in links:
-            container_path = f"{output.s3_output.local_path}/{link.relative_to(source)}"
-            warnings.append(f"{container_path} is a symbolic link; not uploaded")
+        for path in _entries(source):
+            relative = path.relative_to(source).as_posix()
+            if _upload_regular_file(store, bucket, prefix + relative, path):
+                uploaded += 1
+            else:
+                warnings.append(f"{local_path}/{relative} is not a regular file; not uploaded")
     logger.info("job %s: uploaded %d output file(s)", spec.name, uploaded)
     return warnings
 
 
-def _files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Return the regular files under ``folder`` and the symbolic links (to files or folders)."""
-    files, links = [], []
+def _entries(folder: Path) -> list[Path]:
+    """Return every entry below ``folder`` except folders, without following links."""
+    found = []
     for directory, folders, names in os.walk(folder):
-        for name in [*folders, *names]:
-            path = Path(directory, name)
-            if path.is_symlink():
-                links.append(path)
-            elif name in names:
-                files.append(path)
-    return files, links
+        found += [Path(directory, name) for name in folders if Path(directory, name).is_symlink()]
+        found += [Path(directory, name) for name in names]
+    return sorted(found)
+
+
+def _upload_regular_file(store: LocalObjectStore, bucket: str, key: str, path: Path) -> bool:
+    """Upload ``path`` if it is a regular file; return False for anything else."""
+    try:
+        # O_NOFOLLOW and the fstat check close the gap between listing and opening, in which
+        # the job could swap the file for a link; O_NONBLOCK keeps a FIFO from blocking.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        store.upload_fileobj(bucket, key, handle)
+    return True
 
 
 def read_exit_message(root: Path) -> str | None:
-    """Return the first 1 KB of /opt/ml/output/message, as DescribeProcessingJob's ExitMessage."""
+    """Return the first 1 KB of /opt/ml/output/message, as DescribeProcessingJob's ExitMessage.
+
+    Only a regular file counts; a link or FIFO that the job put there is ignored.
+    """
     path = root / "output" / "message"
     try:
-        data = path.read_bytes()[:MAX_REASON_LENGTH]
-    except FileNotFoundError:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        data = handle.read(MAX_REASON_LENGTH)
     return data.decode("utf-8", "replace")

@@ -77,9 +77,15 @@ class LocalObjectStore(ObjectStore):
     def upload_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
         try:
             with path.open("rb") as source:
-                return self._write(bucket, key, lambda out: shutil.copyfileobj(source, out))
+                return self.upload_fileobj(bucket, key, source)
         except FileNotFoundError as error:
             raise StorageError(f"cannot upload {str(path)!r}: file not found") from error
+        except OSError as error:
+            raise StorageError(f"cannot upload {str(path)!r}: {error.strerror}") from error
+
+    def upload_fileobj(self, bucket: str, key: str, source: BinaryIO) -> ObjectInfo:
+        """Store what ``source`` reads, from its current position to its end."""
+        return self._write(bucket, key, lambda out: shutil.copyfileobj(source, out))
 
     def open_log(self, bucket: str, key: str) -> BinaryIO:
         """Open a log object for appending; log objects grow while their job runs."""
