@@ -182,3 +182,34 @@ def test_home_under_opt_keeps_outputs(cli, tmp_path):
         assert len(job["outputs"]) == 1
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_detached_child_does_not_hold_job(cli, tmp_path):
+    token = uuid.uuid4().hex
+    script = tmp_path / "daemon.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)  # {token}'],\n"
+        "                 start_new_session=True)\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)  # {token}-group'])\n"
+        "print('left two children behind')\n"
+    )
+    data = tmp_path / "data.csv"
+    data.write_text("id\n1\n")
+
+    result = cli(
+        "run",
+        str(data),
+        "--json",
+        "--script",
+        str(script),
+        env={"PREPFLOW_ISOLATION": "none"},
+        timeout=30,
+    )
+
+    # The children sleep 60 s; the run's 30 s deadline above fails the test if it waited.
+    (job,) = json_output(result)
+    assert job["status"] == "Completed"
+    wait_until(lambda: not processes_with(f"{token}-group"), timeout=15, what="the group to end")
+    for pid in processes_with(token):
+        os.kill(pid, signal.SIGKILL)

@@ -38,6 +38,8 @@ STDERR_TAIL_LINES = 20
 # Enough for 20 long lines; the failure reason keeps at most 1 KB of it anyway.
 STDERR_TAIL_BYTES = 16_384
 PUMP_CHUNK_BYTES = 65_536
+# After the command exits, how long its output may still drain into the log.
+PUMP_DRAIN_SECONDS = 2.0
 POLL_SECONDS = 0.1
 
 
@@ -120,8 +122,7 @@ class Supervisor:
             self.folder.write_status(process_group=process.pid)
             pumps = self._start_pumps(process, log)
             stop_reason = self._wait(process, command.namespaced)
-            for pump in pumps:
-                pump.join()
+            self._end_leftovers(process, pumps)
         exit_message = staging.read_exit_message(root)
         if stop_reason is not None:
             return Outcome(JobStatus.STOPPED, stop_reason, exit_message)
@@ -158,6 +159,27 @@ class Supervisor:
             logger.warning("job %s: %s", self.spec.name, reason)
             return reason
         return None
+
+    def _end_leftovers(
+        self, process: subprocess.Popen[bytes], pumps: list[threading.Thread]
+    ) -> None:
+        """End what the command left running, as a container's end does on SageMaker.
+
+        In namespace mode the namespace is gone already. Otherwise the process group is
+        killed, and a process that left it (setsid) may still hold the output pipes: the
+        job does not wait for it.
+        """
+        isolation.kill_group(process.pid)
+        deadline = time.monotonic() + PUMP_DRAIN_SECONDS
+        for pump in pumps:
+            pump.join(timeout=max(deadline - time.monotonic(), 0))
+        if any(pump.is_alive() for pump in pumps):
+            self._log_to_job(
+                [
+                    "processes the command detached still hold its output; they are not waited "
+                    "for and their further output is not logged"
+                ]
+            )
 
     def _start_pumps(
         self, process: subprocess.Popen[bytes], log: BinaryIO
