@@ -172,3 +172,26 @@ def test_replaced_input_fails_older_job(make_app, tmp_path):
     assert newer.status == JobStatus.COMPLETED
     (uri,) = app.output_files(newer)
     assert app.local_path(uri).read_text() == "id\nsecond\n"
+
+
+def test_runner_that_never_started_fails_job(make_app):
+    app = make_app()
+    spec = spec_for(app)
+    folder = app.runner._claim(spec)  # a submitter that died before starting the supervisor
+    folder.write_status(creation_time="2020-01-01T00:00:00+00:00")
+
+    description = app.runner.describe(spec.name)
+
+    assert description.status == JobStatus.FAILED
+    assert "never started" in description.failure_reason
+
+
+def test_claim_leaves_no_draft_folder(make_app):
+    app = make_app()
+    spec = spec_for(app)
+    app.runner._claim(spec)
+
+    with pytest.raises(JobExistsError):
+        app.runner._claim(spec)
+
+    assert sorted(p.name for p in (app.settings.home / "jobs").iterdir()) == [spec.name]

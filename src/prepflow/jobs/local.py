@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 # How long a stopped or timed-out job gets between SIGTERM and SIGKILL. SageMaker documents
 # no grace period for processing jobs; a few seconds lets a script flush its logs.
 STOP_GRACE_SECONDS = 5.0
+# A supervisor records its pid within a fraction of a second of its start; one that has not
+# after this long is taken as never started (its submitter died before starting it).
+RUNNER_START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,9 @@ class LocalRunner(JobBackend):
     def submit(self, spec: ProcessingJobSpec) -> None:
         validate_request(spec)
         self._check_supported(spec)
-        folder = self._claim(spec.processing_job_name)
-        folder.request_file.write_text(json.dumps(spec.to_request(), indent=1))
-        folder.config_file.write_text(json.dumps(asdict(self.config), indent=1))
-        folder.write_status(status=JobStatus.IN_PROGRESS, creation_time=_now())
+        folder = self._claim(spec)
+        # From here on only the supervisor writes status.json, so no update of it is lost.
         process = self._start_supervisor(folder)
-        folder.write_status(supervisor_pid=process.pid, supervisor_start=_start_ticks(process.pid))
         logger.info("started job %s (supervisor pid %d)", spec.processing_job_name, process.pid)
 
     def describe(self, job_name: str) -> JobDescription:
@@ -158,12 +160,26 @@ class LocalRunner(JobBackend):
                 "set PROCESSING_INSTANCE_COUNT=1 to run this job locally"
             )
 
-    def _claim(self, job_name: str) -> JobFolder:
-        path = self.jobs_root / job_name
+    def _claim(self, spec: ProcessingJobSpec) -> JobFolder:
+        """Create the job's folder, complete, under its name; raise JobExistsError if taken.
+
+        The folder is filled under a temporary name and renamed into place, so a job folder
+        never exists without its request and status, even if this process dies midway. The
+        rename fails when a job of that name exists, which makes it the name check too.
+        """
+        draft = Path(tempfile.mkdtemp(dir=self.jobs_root, prefix=".claim-"))
+        folder = JobFolder(draft)
+        folder.request_file.write_text(json.dumps(spec.to_request(), indent=1))
+        folder.config_file.write_text(json.dumps(asdict(self.config), indent=1))
+        folder.write_status(status=JobStatus.IN_PROGRESS, creation_time=_now())
+        path = self.jobs_root / spec.processing_job_name
         try:
-            path.mkdir()
-        except FileExistsError as error:
-            raise JobExistsError(job_name) from error
+            draft.rename(path)
+        except OSError as error:
+            shutil.rmtree(draft, ignore_errors=True)
+            if path.exists():
+                raise JobExistsError(spec.processing_job_name) from error
+            raise
         return JobFolder(path)
 
     def _start_supervisor(self, folder: JobFolder) -> subprocess.Popen[bytes]:
@@ -187,7 +203,10 @@ class LocalRunner(JobBackend):
 
     def _fail_if_supervisor_died(self, folder: JobFolder) -> None:
         status = folder.read_status()
-        if JobStatus(status["status"]).is_terminal or "supervisor_pid" not in status:
+        if JobStatus(status["status"]).is_terminal:
+            return
+        if "supervisor_pid" not in status:
+            self._fail_if_never_started(folder, status)
             return
         pid = int(status["supervisor_pid"])
         if _alive(pid, status.get("supervisor_start")):
@@ -205,6 +224,17 @@ class LocalRunner(JobBackend):
             isolation.kill_group(int(status["process_group"]))
         folder.write_status(status=JobStatus.FAILED, failure_reason=reason, end_time=_now())
 
+    def _fail_if_never_started(self, folder: JobFolder, status: dict[str, Any]) -> None:
+        created = datetime.fromisoformat(status["creation_time"])
+        if (_now() - created).total_seconds() < RUNNER_START_SECONDS:
+            return
+        reason = (
+            f"InternalServerError: the local runner for this job never started within "
+            f"{RUNNER_START_SECONDS:.0f} s of its submission; see {folder.runner_log}"
+        )
+        logger.error("job %s: %s", folder.name, reason)
+        folder.write_status(status=JobStatus.FAILED, failure_reason=reason, end_time=_now())
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -216,7 +246,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """Return the process start time from /proc, to tell a live pid from a reused one."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -225,7 +255,7 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _alive(pid: int, start_ticks: int | None) -> bool:
+def _alive(pid: int, recorded_ticks: int | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -234,7 +264,7 @@ def _alive(pid: int, start_ticks: int | None) -> bool:
         return True
     if _is_zombie(pid):
         return False
-    return start_ticks is None or _start_ticks(pid) in (None, start_ticks)
+    return recorded_ticks is None or start_ticks(pid) in (None, recorded_ticks)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -10,6 +10,7 @@ Failed or Stopped.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from typing import BinaryIO
 
 from prepflow.errors import PrepflowError, StorageError
 from prepflow.jobs import isolation, slots, staging
-from prepflow.jobs.local import JobFolder, RunnerConfig
+from prepflow.jobs.local import JobFolder, RunnerConfig, start_ticks
 from prepflow.jobs.spec import MAX_REASON_LENGTH, JobStatus, ProcessingJobSpec
 from prepflow.jobstore.base import JobStore
 from prepflow.jobstore.sqlite import SqliteJobStore
@@ -63,6 +64,8 @@ class Supervisor:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
+        pid = os.getpid()
+        self.folder.write_status(supervisor_pid=pid, supervisor_start=start_ticks(pid))
         try:
             with slots.acquire(
                 Path(self.config.home) / "slots",
