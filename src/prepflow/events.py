@@ -176,8 +176,10 @@ def _is_sqs_batch(records: list[Any]) -> bool:
 
 
 def _parse_sqs_message(record: Any) -> TriggerMessage:
-    message_id = record.message_id
+    message_id = record.get("messageId")
     try:
+        if not isinstance(message_id, str) or not isinstance(record.get("body"), str):
+            raise EventError("SQS record without a messageId or a text body")
         body = _load_json(record.body, what=f"body of SQS message {message_id}")
         notifications = tuple(_parse_body(body))
     except EventError as error:
@@ -213,7 +215,7 @@ def _parse_records(records: list[Any]) -> Iterator[Notification]:
         if not isinstance(record, Mapping):
             yield MalformedRecord(f"record {index} is not a JSON object")
         elif record.get("EventSource") == "aws:sns" or "Sns" in record:
-            yield from _parse_body(_load_json(record["Sns"]["Message"], what="SNS message"))
+            yield from _parse_sns_record(record, index)
         elif record.get("eventSource") == "aws:s3":
             yield _parse_s3_record(record, index)
         else:
@@ -222,34 +224,86 @@ def _parse_records(records: list[Any]) -> Iterator[Notification]:
             )
 
 
+def _parse_sns_record(record: Mapping[str, Any], index: int) -> Iterator[Notification]:
+    sns = record.get("Sns")
+    message = sns.get("Message") if isinstance(sns, Mapping) else None
+    if not isinstance(message, str):
+        yield MalformedRecord(f"SNS record {index} has no Sns.Message text")
+        return
+    try:
+        yield from _parse_body(_load_json(message, what=f"message of SNS record {index}"))
+    except EventError as error:
+        yield MalformedRecord(str(error))
+
+
 def _parse_s3_record(record: Mapping[str, Any], index: int) -> Notification:
-    parsed = next(iter(S3Event({"Records": [record]}).records))
-    event_name = str(record.get("eventName") or "")
+    event_name = record.get("eventName") or ""
     # A hand-written record may lack eventName; S3 always sets it.
-    if event_name and not event_name.startswith("ObjectCreated:"):
+    if isinstance(event_name, str) and event_name and not event_name.startswith("ObjectCreated:"):
         return OtherS3Event(event_name, _record_subject(record))
     try:
-        s3_object = parsed.s3.get_object
-        raw_key = s3_object.key
-        return ObjectCreated(
-            bucket=parsed.s3.bucket.name,
-            key=unquote_plus(raw_key),
-            size=_optional_int(s3_object.get("size")),
-            etag=s3_object.get("eTag") or None,
-            sequencer=s3_object.get("sequencer") or None,
-            version_id=s3_object.get("versionId") or None,
-            event_name=str(record.get("eventName", "")),
-            event_time=record.get("eventTime"),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        return MalformedRecord(f"S3 record {index} is missing or has a bad field: {error!r}")
+        _check_s3_shape(record.get("s3"), key_field="key", etag_field="eTag")
+    except ValueError as error:
+        return MalformedRecord(f"S3 record {index} is invalid: {error}")
+    parsed = next(iter(S3Event({"Records": [record]}).records))
+    s3_object = parsed.s3.get_object
+    return ObjectCreated(
+        bucket=parsed.s3.bucket.name,
+        key=unquote_plus(s3_object.key),
+        size=_optional_int(s3_object.get("size")),
+        etag=s3_object.get("eTag") or None,
+        sequencer=s3_object.get("sequencer") or None,
+        version_id=s3_object.get("versionId") or None,
+        event_name=str(event_name),
+        event_time=_optional_text(record.get("eventTime")),
+    )
+
+
+def _parse_eventbridge(event: Mapping[str, Any]) -> Notification:
+    detail = event.get("detail")
+    try:
+        _check_s3_shape(detail, key_field="key", etag_field="etag")
+    except ValueError as error:
+        return MalformedRecord(f"EventBridge event is invalid: {error}")
+    assert isinstance(detail, Mapping)
+    s3_object = detail["object"]
+    return ObjectCreated(
+        bucket=detail["bucket"]["name"],
+        key=s3_object["key"],
+        size=_optional_int(s3_object.get("size")),
+        etag=s3_object.get("etag") or None,
+        sequencer=s3_object.get("sequencer") or None,
+        version_id=s3_object.get("version-id") or None,
+        event_name=f"ObjectCreated:{detail.get('reason', 'Unknown')}",
+        event_time=_optional_text(event.get("time")),
+    )
+
+
+def _check_s3_shape(part: Any, *, key_field: str, etag_field: str) -> None:
+    """Raise ValueError naming the first field of ``{bucket, object}`` that is missing or bad."""
+    if not isinstance(part, Mapping):
+        raise ValueError("the bucket and object fields are missing")
+    bucket, s3_object = part.get("bucket"), part.get("object")
+    if not isinstance(bucket, Mapping) or not isinstance(bucket.get("name"), str):
+        raise ValueError("bucket.name is missing or not text")
+    if not isinstance(s3_object, Mapping) or not isinstance(s3_object.get(key_field), str):
+        raise ValueError(f"object.{key_field} is missing or not text")
+    size = s3_object.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int | str)):
+        raise ValueError(f"object.size {size!r} is not a whole number")
+    if isinstance(size, str) and not size.isdigit():
+        raise ValueError(f"object.size {size!r} is not a whole number")
+    for name in (etag_field, "sequencer", "versionId", "version-id"):
+        value = s3_object.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"object.{name} {value!r} is not text")
 
 
 def _record_subject(record: Mapping[str, Any]) -> str:
     try:
         s3 = record["s3"]
         return f"s3://{s3['bucket']['name']}/{unquote_plus(s3['object']['key'])}"
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         return "an S3 record without bucket or key"
 
 
@@ -261,22 +315,8 @@ def _eventbridge_subject(event: Mapping[str, Any]) -> str:
         return "an EventBridge event without bucket or key"
 
 
-def _parse_eventbridge(event: Mapping[str, Any]) -> Notification:
-    try:
-        detail = event["detail"]
-        s3_object = detail["object"]
-        return ObjectCreated(
-            bucket=detail["bucket"]["name"],
-            key=s3_object["key"],
-            size=_optional_int(s3_object.get("size")),
-            etag=s3_object.get("etag") or None,
-            sequencer=s3_object.get("sequencer") or None,
-            version_id=s3_object.get("version-id") or None,
-            event_name=f"ObjectCreated:{detail.get('reason', 'Unknown')}",
-            event_time=event.get("time"),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        return MalformedRecord(f"EventBridge event is missing or has a bad field: {error!r}")
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _parse_manual(event: Mapping[str, Any]) -> Notification:

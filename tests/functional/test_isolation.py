@@ -191,7 +191,8 @@ def test_detached_child_does_not_hold_job(cli, tmp_path):
         "import subprocess, sys\n"
         f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)  # {token}'],\n"
         "                 start_new_session=True)\n"
-        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)  # {token}-group'])\n"
+        "subprocess.Popen([sys.executable, '-c',\n"
+        f"                  'import time; time.sleep(60)  # {token}-group'])\n"
         "print('left two children behind')\n"
     )
     data = tmp_path / "data.csv"

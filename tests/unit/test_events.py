@@ -351,11 +351,14 @@ def test_parse_sns_to_lambda(load_event):
     assert created.bucket == "acme-ml-raw"
 
 
-def test_parse_sns_bad_message_raises():
+def test_parse_sns_bad_message_fails_alone():
     event = {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": "not json"}}]}
 
-    with pytest.raises(EventError, match="SNS message"):
-        parse_trigger_event(event)
+    (message,) = parse_trigger_event(event)
+
+    (notification,) = message.notifications
+    assert isinstance(notification, MalformedRecord)
+    assert "message of SNS record 0 is not valid JSON" in notification.reason
 
 
 # -- manual requests ----------------------------------------------------------------------------
