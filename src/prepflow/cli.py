@@ -23,7 +23,7 @@ import typer
 
 from prepflow.errors import ConfigurationError, IsolationError, PrepflowError
 from prepflow.jobs import isolation
-from prepflow.jobs.spec import JobStatus
+from prepflow.jobs.spec import JOB_NAME_PATTERN, JobStatus
 from prepflow.jobs.template import StepTemplate, upload_script
 from prepflow.jobstore.base import JobRecord
 from prepflow.local.app import LocalApp, build_local_app
@@ -32,6 +32,8 @@ from prepflow.settings import Settings, load_settings
 
 logger = logging.getLogger("prepflow.cli")
 
+LOG_CHUNK_BYTES = 1 << 20
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -69,7 +71,7 @@ class Exit(Exception):
 def main_options(
     ctx: typer.Context,
     home: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="Local root folder for buckets, jobs and databases [env: PREPFLOW_HOME]"),
     ] = None,
     app_prefix: Annotated[
@@ -115,7 +117,7 @@ def run(
         ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for the jobs before giving up")
+        float | None, typer.Option(help="Seconds to wait for the jobs before giving up", min=0)
     ] = None,
 ) -> None:
     """Upload files to the raw-data bucket's input prefix and process each one."""
@@ -153,7 +155,11 @@ def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str
     uploads: list[tuple[Path, str]] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _supported(p, settings))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and _supported(p, settings) and not _hidden(p, path, settings)
+            )
             if not found:
                 raise Exit(EXIT_USAGE, f"no data files ({_suffixes(settings)}) in folder {path}")
             uploads += [(p, settings.input_prefix + p.relative_to(path).as_posix()) for p in found]
@@ -178,6 +184,14 @@ def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str
             "rename them or run them one at a time",
         )
     return uploads
+
+
+def _hidden(path: Path, folder: Path, settings: Settings) -> bool:
+    """Tell whether a folder upload leaves ``path`` out: dot folders and prepflow's home."""
+    relative = path.relative_to(folder)
+    if any(part.startswith(".") for part in relative.parts[:-1]):
+        return True
+    return path.resolve().is_relative_to(settings.home.resolve())
 
 
 def _script_step(local: LocalApp, settings: Settings, script: Path) -> StepTemplate:
@@ -214,7 +228,7 @@ def invoke(
     wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds to wait for the jobs before giving up")
+        float | None, typer.Option(help="Seconds to wait for the jobs before giving up", min=0)
     ] = None,
 ) -> None:
     """Send one trigger event, or a manual request, to the orchestrator."""
@@ -235,9 +249,14 @@ def _invoke_payload(
         return event
     if event_file is not None:
         try:
-            return sys.stdin.read() if str(event_file) == "-" else event_file.read_text()
+            data = sys.stdin.buffer.read() if str(event_file) == "-" else event_file.read_bytes()
+            return data.decode("utf-8")
         except OSError as error:
             raise Exit(EXIT_USAGE, f"cannot read {event_file}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise Exit(
+                EXIT_USAGE, f"{event_file} is not UTF-8 text ({error}); events are JSON in UTF-8"
+            ) from error
     # Each --input call is a new request, so running it again after a failure starts a new
     # job; a JSON request without request_id is recognised by its objects and output instead.
     request: dict[str, Any] = {"input_data_path": input_uri, "request_id": uuid.uuid4().hex}
@@ -300,12 +319,12 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first."""
     settings = _setup(ctx.obj)
-    if not settings.home.is_dir():
+    if not _is_home(settings):
         _out(
             f"no jobs: no prepflow home at {settings.home.resolve()} (set --home or PREPFLOW_HOME)"
         )
         return
-    local = build_local_app(settings)
+    local = build_local_app(settings, check_runner=False)
     records = [local.refresh(r.job_name) for r in local.jobs.list_jobs(status=status, limit=limit)]
     if as_json:
         _out(json.dumps([_job_json(local, r) for r in records], indent=2))
@@ -342,6 +361,7 @@ def jobs_describe(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
 ) -> None:
     """Show one job: status, inputs, outputs, counts, failure reason and request."""
+    _check_job_name(job_name)
     local = _existing_app(ctx.obj)
     record = local.refresh(job_name)
     details = {
@@ -382,6 +402,7 @@ def jobs_logs(
     ] = False,
 ) -> None:
     """Print a job's output (stdout and stderr of its container command)."""
+    _check_job_name(job_name)
     local = _existing_app(ctx.obj)
     local.jobs.get(job_name)
     path = local.store.buckets_root / local.settings.buckets.logs / "logs" / job_name / "algo-1.log"
@@ -390,9 +411,9 @@ def jobs_logs(
         if path.is_file():
             with path.open("rb") as handle:
                 handle.seek(position)
-                chunk = handle.read()
-                position += len(chunk)
-            sys.stdout.write(chunk.decode("utf-8", "replace"))
+                while chunk := handle.read(LOG_CHUNK_BYTES):
+                    position += len(chunk)
+                    sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
         if not follow or local.refresh(job_name).status.is_terminal:
             if follow and path.is_file() and path.stat().st_size > position:
@@ -408,6 +429,7 @@ def jobs_stop(
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped")] = True,
 ) -> None:
     """Stop a running job (its processes get SIGTERM, then SIGKILL)."""
+    _check_job_name(job_name)
     local = _existing_app(ctx.obj)
     record = local.refresh(job_name)
     if record.status.is_terminal:
@@ -426,18 +448,33 @@ def jobs_stop(
 def _existing_app(context: Context) -> LocalApp:
     """Open the local mode for reading; fail instead of creating an empty home."""
     settings = _setup(context)
-    if not settings.home.is_dir():
+    if not _is_home(settings):
         raise Exit(
             EXIT_FAILED,
             f"no prepflow home at {settings.home.resolve()}: nothing has run there; set --home "
             "or PREPFLOW_HOME to the folder your jobs ran in",
         )
-    return build_local_app(settings)
+    return build_local_app(settings, check_runner=False)
+
+
+def _check_job_name(job_name: str) -> None:
+    if not JOB_NAME_PATTERN.match(job_name):
+        raise Exit(
+            EXIT_FAILED,
+            f"processing job not found: {job_name!r} is not a valid job name (1 to 63 letters, "
+            "digits or hyphens); run 'prepflow jobs list' to see job names",
+        )
+
+
+def _is_home(settings: Settings) -> bool:
+    return (settings.home / "jobs.db").is_file()
 
 
 def _setup(context: Context, *, default_level: str = "WARNING", **overrides: Any) -> Settings:
     settings = context.settings(**overrides)
-    level = context.log_level or os.environ.get("LOG_LEVEL") or default_level
+    level = (context.log_level or os.environ.get("LOG_LEVEL") or default_level).upper()
+    if level not in LOG_LEVELS:
+        raise Exit(EXIT_USAGE, f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
     logging.basicConfig(
         level=level.upper(),
         stream=sys.stderr,

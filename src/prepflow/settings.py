@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     )
     # SageMaker instance type of each processing job; the local runner records it only.
     processing_instance_type: str = Field(
-        "ml.t3.medium", validation_alias="PROCESSING_INSTANCE_TYPE"
+        "ml.t3.medium",
+        validation_alias="PROCESSING_INSTANCE_TYPE",
+        pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
     )
     processing_instance_count: int = Field(
         1, validation_alias="PROCESSING_INSTANCE_COUNT", ge=1, le=MAX_INSTANCE_COUNT
@@ -99,7 +101,8 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "namespace", "none"] = Field(
         "auto", validation_alias="PREPFLOW_ISOLATION"
     )
-    volume_size_gb: int = Field(30, validation_alias="PREPFLOW_VOLUME_SIZE_GB", ge=1)
+    # ProcessingClusterConfig.VolumeSizeInGB: 1 to 16,384.
+    volume_size_gb: int = Field(30, validation_alias="PREPFLOW_VOLUME_SIZE_GB", ge=1, le=16384)
 
     raw_bucket: str | None = Field(None, validation_alias="PREPFLOW_RAW_BUCKET")
     processed_bucket: str | None = Field(None, validation_alias="PREPFLOW_PROCESSED_BUCKET")
@@ -151,7 +154,7 @@ class Settings(BaseSettings):
     @field_validator("home", mode="before")
     @classmethod
     def _home_given(cls, value: Any) -> Any:
-        if str(value).strip() in ("", "/"):
+        if str(value).strip() == "" or Path(str(value)).resolve() == Path("/"):
             raise ValueError("must name a folder other than '' or '/', e.g. ./.prepflow")
         return value
 

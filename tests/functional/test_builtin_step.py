@@ -361,3 +361,27 @@ def test_missing_source_reported(tmp_path):
         reference.process_file(missing, tmp_path / "out.csv")
 
     assert f"cannot read {str(missing)!r}: No such file or directory" in str(raised.value)
+
+
+def test_step_rejects_cr_only_line_endings(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "mac.csv").write_bytes(b"a,b\r1,2\r3,4\r")
+
+    result = run_step(source, tmp_path / "out")
+
+    assert result.returncode == 1
+    assert "lines end with a carriage return alone (CR)" in result.stderr
+
+
+def test_step_accepts_crlf_line_endings(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "windows.csv").write_bytes(b"a,b\r\n1,2\r\n3,\r\n")
+
+    result = run_step(source, tmp_path / "out")
+
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "processed_windows.csv")
+    assert [row["a"] for row in rows] == ["1"]
+    assert rows[0]["b"] == "2"

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prepflow.errors import StorageError
 from prepflow.jobs.spec import JobStatus
 from prepflow.jobstore.sqlite import SqliteJobStore
+from prepflow.local.watch import Watcher
 from tests.helpers import wait_until
 
 RAW = "mlops-lambda-preprocessing-pipeline-raw-data-bucket"
@@ -128,3 +130,55 @@ def test_watch_logs_skipped_files(home, tmp_path):
 
     assert once.returncode == 0, once.stderr
     assert f"skipped s3://{RAW}/input/notes.txt: the file type is not one of .csv" in once.stderr
+
+
+def test_touched_file_not_processed_again(home, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("id,value\n1,a\n")
+    copy_in(home, data, "steady.csv")
+    assert watch_once(home).returncode == 0
+    target = home / "buckets" / RAW / "input" / "steady.csv"
+    os.utime(target, (target.stat().st_atime + 60, target.stat().st_mtime + 60))
+
+    again = watch_once(home)
+
+    assert again.returncode == 0, again.stderr
+    assert len(SqliteJobStore(home / "jobs.db").list_jobs()) == 1
+
+
+def test_watch_logs_links_and_fifos(home, tmp_path):
+    folder = home / "buckets" / RAW / "input"
+    folder.mkdir(parents=True)
+    (tmp_path / "elsewhere.csv").write_text("id\n1\n")
+    (folder / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+    os.mkfifo(folder / "pipe.csv")
+
+    once = watch_once(home)
+
+    assert once.returncode == 0, once.stderr
+    assert "skipped input/link.csv in the watched folder: it is a symbolic link" in once.stderr
+    assert "skipped input/pipe.csv in the watched folder: it is not a regular file" in once.stderr
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())
+
+
+def test_unreadable_file_does_not_stop_watcher(make_app, home, tmp_path):
+    app = make_app()
+    data = tmp_path / "data.csv"
+    data.write_text("id,value\n1,a\n")
+    copy_in(home, data, "bad.csv")
+    copy_in(home, data, "good.csv")
+    real_head = app.store.head_object
+
+    def head(bucket, key):
+        if key.endswith("bad.csv"):
+            raise StorageError("cannot read s3://raw/input/bad.csv: Permission denied")
+        return real_head(bucket, key)
+
+    app.store.head_object = head
+    watcher = Watcher(app, interval_seconds=0.1, settle_seconds=0)
+
+    results = watcher.scan_once()
+
+    names = [name for result in results for name in result.job_names]
+    (record,) = app.wait(names)
+    assert record.inputs == [f"s3://{RAW}/input/good.csv"]

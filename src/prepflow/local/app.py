@@ -7,11 +7,12 @@ share one home at once.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prepflow.errors import ConfigurationError
+from prepflow.errors import ConfigurationError, JobStoreError
 from prepflow.jobs.local import LocalRunner, RunnerConfig
 from prepflow.jobs.spec import JobStatus
 from prepflow.jobs.template import StepTemplate
@@ -76,12 +77,15 @@ class LocalApp:
         return self.store.buckets_root / bucket / key
 
 
-def build_local_app(settings: Settings, step: StepTemplate | None = None) -> LocalApp:
+def build_local_app(
+    settings: Settings, step: StepTemplate | None = None, *, check_runner: bool = True
+) -> LocalApp:
     """Wire the local mode under ``settings.home``, creating the folder if needed.
 
-    Raises ConfigurationError for settings the local mode cannot run with.
+    Raises ConfigurationError for a home that cannot be used, and (with ``check_runner``, for
+    commands that start jobs) for settings the local runner cannot run.
     """
-    if settings.processing_instance_count != 1:
+    if check_runner and settings.processing_instance_count != 1:
         # TODO: one process per host (algo-1 .. algo-N) with ShardedByS3Key splitting.
         raise ConfigurationError(
             f"PROCESSING_INSTANCE_COUNT={settings.processing_instance_count}: the local runner "
@@ -90,23 +94,24 @@ def build_local_app(settings: Settings, step: StepTemplate | None = None) -> Loc
     home = settings.home.resolve()
     try:
         home.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
+        store = LocalObjectStore(home, region=settings.region)
+        jobs = SqliteJobStore(home / "jobs.db")
+        runner = LocalRunner(
+            RunnerConfig(
+                home=str(home),
+                logs_bucket=settings.buckets.logs,
+                job_store_db=str(home / "jobs.db"),
+                isolation=settings.isolation,
+                max_concurrent_jobs=settings.max_concurrent_jobs,
+                region=settings.region,
+            )
+        )
+    except (OSError, sqlite3.Error, JobStoreError) as error:
+        detail = error.strerror if isinstance(error, OSError) else str(error)
         raise ConfigurationError(
-            f"cannot use PREPFLOW_HOME={str(settings.home)!r}: {error.strerror}; "
+            f"cannot use PREPFLOW_HOME={str(settings.home)!r}: {detail}; "
             "choose a folder you can write to"
         ) from error
-    store = LocalObjectStore(home, region=settings.region)
-    jobs = SqliteJobStore(home / "jobs.db")
-    runner = LocalRunner(
-        RunnerConfig(
-            home=str(home),
-            logs_bucket=settings.buckets.logs,
-            job_store_db=str(home / "jobs.db"),
-            isolation=settings.isolation,
-            max_concurrent_jobs=settings.max_concurrent_jobs,
-            region=settings.region,
-        )
-    )
     orchestrator = Orchestrator(
         settings=settings,
         store=store,

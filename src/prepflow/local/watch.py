@@ -34,10 +34,12 @@ class Watcher:
     settle_seconds: float = 2.0
     # Files that changed within settle_seconds at the last scan; they wait for a later one.
     unsettled: int = 0
-    _last_seen: dict[str, FileIdentity] = field(default_factory=dict)
+    # Each file's identity and the monotonic time it was first seen with it.
+    _seen_since: dict[str, tuple[FileIdentity, float]] = field(default_factory=dict)
     _first_scan: bool = True
     _handled: dict[str, FileIdentity] = field(default_factory=dict)
     _running: dict[str, str] = field(default_factory=dict)
+    _skip_logged: dict[str, str] = field(default_factory=dict)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Scan until ``stop`` is set (or forever); errors of one scan are logged, not fatal."""
@@ -66,7 +68,8 @@ class Watcher:
         results = []
         seen: dict[str, FileIdentity] = {}
         unsettled = 0
-        for key, _, stat in self.app.store.scan(bucket, settings.input_prefix):
+        files = self.app.store.scan(bucket, settings.input_prefix, on_skip=self._log_skip_once)
+        for key, _, stat in files:
             identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
             seen[key] = identity
             if self._handled.get(key) == identity:
@@ -79,10 +82,15 @@ class Watcher:
             if skip is not None:
                 logger.info("skipped s3://%s/%s: %s", bucket, key, skip)
                 continue
-            result = self._process(bucket, key)
+            try:
+                result = self._process(bucket, key)
+            except PrepflowError as error:
+                # One unreadable file must not stop the watcher; a restart retries it.
+                logger.error("cannot process s3://%s/%s: %s", bucket, key, error)
+                continue
             if result is not None:
                 results.append(result)
-        self._last_seen = seen
+        self._seen_since = {key: since for key, since in self._seen_since.items() if key in seen}
         self._first_scan = False
         self.unsettled = unsettled
         return results
@@ -112,12 +120,26 @@ class Watcher:
                     record.rows_out,
                 )
 
+    def _log_skip_once(self, key: str, reason: str) -> None:
+        if self._skip_logged.get(key) != reason:
+            self._skip_logged[key] = reason
+            logger.info("skipped %s in the watched folder: %s", key, reason)
+
     def _settled(self, key: str, identity: FileIdentity, stat: os.stat_result, now: float) -> bool:
-        if now - stat.st_mtime < self.settle_seconds:
-            return False
-        # On the first scan, an old enough file is settled; later, it must also be unchanged
-        # since the previous scan.
-        return self._first_scan or self._last_seen.get(key) == identity
+        """Tell whether a file has stayed unchanged for settle_seconds.
+
+        The watcher's own clock decides, so a file with a modification time in the future
+        (clock skew, a restored backup) still settles. On the first scan, a file whose
+        modification time is old enough counts as settled at once.
+        """
+        since = self._seen_since.get(key)
+        if since is None or since[0] != identity:
+            since = (identity, time.monotonic())
+            self._seen_since[key] = since
+        age = now - stat.st_mtime
+        if self._first_scan and age >= max(self.settle_seconds, 0):
+            return True
+        return time.monotonic() - since[1] >= self.settle_seconds
 
     def _process(self, bucket: str, key: str) -> TriggerResult | None:
         info = self.app.store.head_object(bucket, key)

@@ -34,6 +34,8 @@ PANDAS_MISSING_TOKENS = (
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 )  # fmt: skip
+# Enough bytes to hold the first lines of any sensible CSV file.
+LINE_ENDING_SAMPLE_BYTES = 65_536
 TIMESTAMP_COLUMN = "processed_timestamp"
 OUTPUT_PREFIX = "processed_"
 # NAME_MAX on Linux file systems (ext4, xfs, tmpfs, overlayfs): bytes in one path component.
@@ -132,6 +134,7 @@ def _read_csv(source: Path) -> pl.DataFrame:
             f"input file {source.name!r} is empty (0 bytes): nothing to process; upload a CSV "
             "file with a header row"
         )
+    _check_line_endings(source)
     _check_header(source)
 
     try:
@@ -145,6 +148,17 @@ def _read_csv(source: Path) -> pl.DataFrame:
             "the step would overwrite; rename that column or upload the raw file"
         )
     return frame
+
+
+def _check_line_endings(source: Path) -> None:
+    """Reject CR-only line endings (classic Mac OS), which polars reads as one long line."""
+    with source.open("rb") as file:
+        head = file.read(LINE_ENDING_SAMPLE_BYTES)
+    if b"\r" in head and b"\n" not in head:
+        raise ProcessingError(
+            f"cannot read {source.name!r} as CSV: its lines end with a carriage return alone "
+            "(CR); convert the file to LF or CRLF line endings and upload it again"
+        )
 
 
 def _check_header(source: Path) -> None:

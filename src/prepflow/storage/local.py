@@ -206,11 +206,16 @@ class LocalObjectStore(ObjectStore):
         for key, path, stat in self.scan(bucket, prefix):
             yield self._sync_metadata(bucket, key, path, stat)
 
-    def scan(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
+    def scan(
+        self, bucket: str, prefix: str = "", *, on_skip: Callable[[str, str], None] | None = None
+    ) -> Iterator[tuple[str, Path, os.stat_result]]:
         """Yield (key, path, stat) of every regular file under ``prefix``, in key order.
 
         Reads no content and records nothing, so a watcher can wait for a file to settle.
+        Entries that are not objects (links, FIFOs, names that are not UTF-8) are passed to
+        ``on_skip`` with the reason.
         """
+        skip = on_skip or (lambda key, reason: None)
         root = self._bucket_root(bucket)
         if prefix:
             check_key(prefix)
@@ -224,7 +229,10 @@ class LocalObjectStore(ObjectStore):
             try:
                 encoded = key.encode("utf-8")
             except UnicodeEncodeError:
-                logger.warning("skipped %r in bucket %s: its name is not UTF-8", key, bucket)
+                skip(repr(key), "its name is not UTF-8")
+                continue
+            if path.is_symlink():
+                skip(key, "it is a symbolic link, which the store never follows")
                 continue
             if key.startswith(prefix):
                 found.append((encoded, key, path))
@@ -236,6 +244,8 @@ class LocalObjectStore(ObjectStore):
                 continue  # removed since the walk
             if S_ISREG(stat.st_mode):
                 yield key, path, stat
+            else:
+                skip(key, "it is not a regular file")
 
     def object_path(self, bucket: str, key: str) -> Path:
         """Return the file that contains an object, for reading in place (never write to it)."""
@@ -250,7 +260,12 @@ class LocalObjectStore(ObjectStore):
             ).fetchone()
             if row is not None and _same_file(row, stat):
                 return _info(bucket, key, stat, row["etag"], row["sequencer"])
-            etag = _md5_of(path)
+            try:
+                etag = _md5_of(path)
+            except OSError as error:
+                raise StorageError(
+                    f"cannot read s3://{bucket}/{key} ({path}): {error.strerror}"
+                ) from error
             with write_transaction(connection):
                 # Another process may have recorded this same file since the read above.
                 row = connection.execute(
@@ -259,6 +274,11 @@ class LocalObjectStore(ObjectStore):
                 current = path.stat()
                 if row is not None and _same_file(row, current):
                     return _info(bucket, key, current, row["etag"], row["sequencer"])
+                if row is not None and row["etag"] == etag and row["size"] == current.st_size:
+                    # Same content, new timestamp (a touch or a copy of the same bytes): S3
+                    # would have seen no new upload, so the object keeps its sequencer.
+                    self._record(connection, bucket, key, current, etag, row["sequencer"])
+                    return _info(bucket, key, current, etag, row["sequencer"])
                 sequencer = self._next_sequencer(connection, bucket)
                 self._record(connection, bucket, key, current, etag, sequencer)
             logger.info("recorded new object s3://%s/%s (sequencer %s)", bucket, key, sequencer)
@@ -362,12 +382,14 @@ def _check_contained(root: Path, path: Path, bucket: str, key: str) -> None:
 
 
 def _walk_files(start: Path) -> Iterator[Path]:
+    """Yield every entry that is not a real folder; links to folders are yielded, not entered."""
     for directory, folders, files in os.walk(start, followlinks=False):
         folders.sort()
+        for name in folders:
+            if Path(directory, name).is_symlink():
+                yield Path(directory, name)
         for name in files:
-            path = Path(directory, name)
-            if not path.is_symlink():
-                yield path
+            yield Path(directory, name)
 
 
 def _umask() -> int:
