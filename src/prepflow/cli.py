@@ -210,7 +210,10 @@ def _script_step(local: LocalApp, settings: Settings, script: Path) -> StepTempl
 def invoke(
     ctx: typer.Context,
     event: Annotated[
-        str | None, typer.Argument(help="A trigger event as JSON (any shape a Lambda accepts)")
+        str | None,
+        typer.Argument(
+            help="A trigger event as JSON (any shape a Lambda accepts), or a JSON array of events"
+        ),
     ] = None,
     event_file: Annotated[
         Path | None, typer.Option(help="Read the trigger event from this file ('-' for stdin)")
@@ -235,8 +238,21 @@ def invoke(
     context: Context = ctx.obj
     payload = _invoke_payload(event, event_file, input_uri, output_uri)
     local = build_local_app(_setup(context))
-    result = local.orchestrator.handle(payload)
-    _finish(local, result.outcomes, wait=wait, as_json=as_json, timeout=timeout)
+    outcomes = []
+    for one_event in _events_of(payload):
+        outcomes += local.orchestrator.handle(one_event).outcomes
+    _finish(local, outcomes, wait=wait, as_json=as_json, timeout=timeout)
+
+
+def _events_of(payload: str | dict[str, Any]) -> list[str | dict[str, Any]]:
+    """Split a JSON array of events into its events, delivered in order; else one event."""
+    if isinstance(payload, str) and payload.lstrip().startswith("["):
+        try:
+            events = json.loads(payload)
+        except ValueError as error:
+            raise Exit(EXIT_USAGE, f"the events are not valid JSON: {error}") from error
+        return [e if isinstance(e, dict) else json.dumps(e) for e in events]
+    return [payload]
 
 
 def _invoke_payload(

@@ -142,3 +142,20 @@ def test_manual_json_request_repeated_one_job(cli, home):
     second = json_output(cli("invoke", request, "--json"))
 
     assert first[0]["job_name"] == second[0]["job_name"]
+
+
+def test_array_of_events_delivered_in_order(cli, home):
+    for key in ("input/a.csv", "input/b.csv"):
+        path = home / "buckets" / "acme-ml-raw" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("id\n1\n")
+    events = load_case("H16-events.json")
+
+    result = cli("invoke", json.dumps(events), "--json", env={"PREPFLOW_RAW_BUCKET": "acme-ml-raw"})
+
+    assert result.returncode == 0, result.stderr
+    jobs = json_output(result)
+    assert sorted(job["inputs"][0] for job in jobs) == [
+        "s3://acme-ml-raw/input/a.csv",
+        "s3://acme-ml-raw/input/b.csv",
+    ]
