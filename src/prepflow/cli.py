@@ -274,7 +274,7 @@ def _invoke_payload(
                 EXIT_USAGE, f"{event_file} is not UTF-8 text ({error}); events are JSON in UTF-8"
             ) from error
     # Each --input call is a new request, so running it again after a failure starts a new
-    # job; a JSON request without request_id is recognised by its objects and output instead.
+    # job. A JSON request without request_id is recognised by its objects and output instead.
     request: dict[str, Any] = {"input_data_path": input_uri, "request_id": uuid.uuid4().hex}
     if output_uri is not None:
         request["output_data_path"] = output_uri

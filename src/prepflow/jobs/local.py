@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 # How long a stopped or timed-out job gets between SIGTERM and SIGKILL. SageMaker documents
 # no grace period for processing jobs; a few seconds lets a script flush its logs.
 STOP_GRACE_SECONDS = 5.0
-# A supervisor records its pid within a fraction of a second of its start; one that has not
-# after this long is taken as never started (its submitter died before starting it).
+# A supervisor records its pid within a fraction of a second of its start. One that has not
+# done so after this long never started, because its submitter died before starting it.
 RUNNER_START_SECONDS = 60.0
 
 

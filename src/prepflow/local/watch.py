@@ -63,37 +63,43 @@ class Watcher:
     def scan_once(self, *, now: float | None = None) -> list[TriggerResult]:
         """Start jobs for every settled, unhandled file; return the orchestrator's results."""
         now = time.time() if now is None else now
-        settings = self.app.settings
-        bucket = settings.buckets.raw
+        bucket = self.app.settings.buckets.raw
+        files = self.app.store.scan(
+            bucket, self.app.settings.input_prefix, on_skip=self._log_skip_once
+        )
+
         results = []
-        seen: dict[str, FileIdentity] = {}
-        unsettled = 0
-        files = self.app.store.scan(bucket, settings.input_prefix, on_skip=self._log_skip_once)
+        present = set()
+        self.unsettled = 0
         for key, _, stat in files:
+            present.add(key)
             identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-            seen[key] = identity
             if self._handled.get(key) == identity:
                 continue
             if not self._settled(key, identity, stat, now):
-                unsettled += 1
+                self.unsettled += 1
                 continue
             self._handled[key] = identity
-            skip = self.app.orchestrator.skip_reason(bucket, key, stat.st_size)
-            if skip is not None:
-                logger.info("skipped s3://%s/%s: %s", bucket, key, skip)
-                continue
-            try:
-                result = self._process(bucket, key)
-            except PrepflowError as error:
-                # One unreadable file must not stop the watcher; a restart retries it.
-                logger.error("cannot process s3://%s/%s: %s", bucket, key, error)
-                continue
+            result = self._take(bucket, key, stat.st_size)
             if result is not None:
                 results.append(result)
-        self._seen_since = {key: since for key, since in self._seen_since.items() if key in seen}
+
+        self._seen_since = {key: v for key, v in self._seen_since.items() if key in present}
         self._first_scan = False
-        self.unsettled = unsettled
         return results
+
+    def _take(self, bucket: str, key: str, size: int) -> TriggerResult | None:
+        """Hand one settled file to the orchestrator, unless it is to be skipped."""
+        skip = self.app.orchestrator.skip_reason(bucket, key, size)
+        if skip is not None:
+            logger.info("skipped s3://%s/%s: %s", bucket, key, skip)
+            return None
+        try:
+            return self._process(bucket, key)
+        except PrepflowError as error:
+            # One unreadable file must not stop the watcher; a restart retries it.
+            logger.error("cannot process s3://%s/%s: %s", bucket, key, error)
+            return None
 
     def report_finished(self) -> None:
         """Log each job this watcher started once it ends."""

@@ -5,7 +5,7 @@ Metadata that a file system does not keep (ETag, sequencer) lives in ``<home>/st
 keyed by the file's identity (size, mtime, inode). A file that changes is a new upload, so it
 gets a new, larger sequencer, as a new PUT does on S3.
 
-Writes go to ``<home>/tmp`` first and are renamed into place, so nobody reads half an object.
+Writes go to ``<home>/tmp`` first and are renamed into place, so no reader sees half an object.
 After each ``put_object`` the store sends subscribers the S3 ObjectCreated notification, the
 same JSON that S3 sends.
 """
