@@ -1,5 +1,5 @@
-# Shared by bin/demo and bin/test: make sure .venv exists and holds prepflow with the given
-# extras. Reinstalls only when pyproject.toml or the extras changed since the last install.
+# Shared by bin/demo and bin/test: make sure .venv exists and contains prepflow with the
+# given extras. Reinstalls only when pyproject.toml or the extras changed since the last install.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

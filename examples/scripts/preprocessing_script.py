@@ -7,7 +7,7 @@ writes ``processed_<name>`` to /opt/ml/processing/output. It uses only the stand
 the processing image also has pandas and scikit-learn for scripts that want them.
 
 A value counts as missing when pandas.read_csv would read it as missing by default, so this
-script drops the same rows as the pandas version it replaces; kept values are written as read.
+script drops the same rows as the pandas version it replaces. Kept values are written as read.
 """
 
 import csv

@@ -1,7 +1,7 @@
 """Trigger events from the field, run through the whole local pipeline.
 
-Each event names bucket ``acme-ml-raw``; the tests make that the raw-data bucket, put the
-objects the event announces, hand the event to the orchestrator and follow the real jobs.
+Each event names bucket ``acme-ml-raw``, so the tests make that the raw-data bucket. They put
+the objects the event announces, hand the event to the orchestrator and follow the real jobs.
 """
 
 from __future__ import annotations

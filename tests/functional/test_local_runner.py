@@ -134,11 +134,11 @@ def test_concurrency_limit_respected(make_app, tmp_path):
         (uri,) = app.output_files(record)
         intervals.append(json.loads(app.local_path(uri).read_text()))
     moments = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = most = 0
+    running = max_running = 0
     for _, change in moments:
         running += change
-        most = max(most, running)
-    assert most == 2
+        max_running = max(max_running, running)
+    assert max_running == 2
 
 
 @requires_namespaces
