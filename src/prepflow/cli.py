@@ -258,8 +258,8 @@ def _events_of(payload: str | dict[str, Any]) -> list[str | dict[str, Any]]:
 def _invoke_payload(
     event: str | None, event_file: Path | None, input_uri: str | None, output_uri: str | None
 ) -> str | dict[str, Any]:
-    given = [x is not None for x in (event, event_file, input_uri)]
-    if sum(given) != 1:
+    sources = [x is not None for x in (event, event_file, input_uri)]
+    if sum(sources) != 1:
         raise Exit(EXIT_USAGE, "give exactly one of: an event as JSON, --event-file, or --input")
     if event is not None:
         return event
@@ -403,8 +403,8 @@ def jobs_describe(
     for name, value in details.items():
         if name == "request":
             continue
-        shown = json.dumps(value) if isinstance(value, list | dict) else value
-        _out(f"{name + ':':<17} {shown if shown is not None else '-'}")
+        text = json.dumps(value) if isinstance(value, list | dict) else value
+        _out(f"{name + ':':<17} {text if text is not None else '-'}")
     _out("request:")
     _out(json.dumps(details["request"], indent=2))
 

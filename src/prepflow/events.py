@@ -101,7 +101,7 @@ def parse_trigger_event(payload: Mapping[str, Any] | str | bytes) -> list[Trigge
     A malformed SQS message becomes a TriggerMessage with ``error`` set, so one bad message
     fails alone and the rest of the batch goes on.
     """
-    event = _load_json(payload, what="trigger event")
+    event = _load_json(payload, description="trigger event")
     records = event.get("Records")
     if isinstance(records, list) and records and _is_sqs_batch(records):
         return [_parse_sqs_message(record) for record in SQSEvent(dict(event)).records]
@@ -158,16 +158,16 @@ def build_s3_notification(
     return {"Records": [record]}
 
 
-def _load_json(payload: Mapping[str, Any] | str | bytes, *, what: str) -> Mapping[str, Any]:
+def _load_json(payload: Mapping[str, Any] | str | bytes, *, description: str) -> Mapping[str, Any]:
     if isinstance(payload, Mapping):
         return payload
     try:
         loaded = json.loads(payload)
     except (ValueError, TypeError) as error:
         preview = payload[:80] if isinstance(payload, str | bytes) else payload
-        raise EventError(f"{what} is not valid JSON ({error}): {preview!r}") from error
+        raise EventError(f"{description} is not valid JSON ({error}): {preview!r}") from error
     if not isinstance(loaded, dict):
-        raise EventError(f"{what} must be a JSON object, got {type(loaded).__name__}")
+        raise EventError(f"{description} must be a JSON object, got {type(loaded).__name__}")
     return loaded
 
 
@@ -180,7 +180,7 @@ def _parse_sqs_message(record: Any) -> TriggerMessage:
     try:
         if not isinstance(message_id, str) or not isinstance(record.get("body"), str):
             raise EventError("SQS record without a messageId or a text body")
-        body = _load_json(record.body, what=f"body of SQS message {message_id}")
+        body = _load_json(record.body, description=f"body of SQS message {message_id}")
         notifications = tuple(_parse_body(body))
     except EventError as error:
         logger.error("SQS message %s rejected: %s", message_id, error)
@@ -191,7 +191,7 @@ def _parse_sqs_message(record: Any) -> TriggerMessage:
 def _parse_body(event: Mapping[str, Any]) -> Iterator[Notification]:
     """Yield the notifications of one event; unwrap SNS envelopes on the way."""
     if event.get("Type") == "Notification" and "Message" in event:
-        yield from _parse_body(_load_json(event["Message"], what="SNS message"))
+        yield from _parse_body(_load_json(event["Message"], description="SNS message"))
     elif event.get("Event") == S3_TEST_EVENT:
         yield S3TestEvent(bucket=event.get("Bucket"))
     elif event.get("detail-type") == "Object Created" and event.get("source") == "aws.s3":
@@ -231,7 +231,7 @@ def _parse_sns_record(record: Mapping[str, Any], index: int) -> Iterator[Notific
         yield MalformedRecord(f"SNS record {index} has no Sns.Message text")
         return
     try:
-        yield from _parse_body(_load_json(message, what=f"message of SNS record {index}"))
+        yield from _parse_body(_load_json(message, description=f"message of SNS record {index}"))
     except EventError as error:
         yield MalformedRecord(str(error))
 

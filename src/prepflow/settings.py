@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         le=256,
     )
     # Isolation of a job's command: "namespace" (private mount and PID namespaces, Linux only,
-    # so scripts find /opt/ml unmodified), "none" (a plain process told its folder in
+    # so scripts find /opt/ml unmodified), "none" (a plain process that finds its folder in
     # PREPFLOW_ML_ROOT), or "auto" (namespace where possible, else none for the built-in step).
     isolation: Literal["auto", "namespace", "none"] = Field(
         "auto", validation_alias="PREPFLOW_ISOLATION"
@@ -213,9 +213,9 @@ def load_settings(**overrides: Any) -> Settings:
     unknown = sorted(set(overrides) - set(Settings.model_fields))
     if unknown:
         raise ConfigurationError(f"unknown settings {unknown}; known: {sorted(_ENV_NAMES)}")
-    given = {_ENV_NAMES[name]: value for name, value in overrides.items() if value is not None}
+    values = {_ENV_NAMES[name]: value for name, value in overrides.items() if value is not None}
     try:
-        return Settings(**given)
+        return Settings(**values)
     except ValidationError as error:
         raise ConfigurationError(_describe_validation_error(error)) from error
 

@@ -10,7 +10,7 @@ Without root, ``--user --map-root-user`` adds a user namespace.
 ``none``: the command runs as a plain process with ``PREPFLOW_ML_ROOT`` naming the host
 folder, and arguments naming a path under /opt/ml are mapped into it. prepflow's built-in step
 and scripts that read ``PREPFLOW_ML_ROOT`` work this way. ``auto`` picks ``namespace`` where
-it can; where it cannot, it runs the built-in step as in ``none`` and rejects a user script
+it can. Where it cannot, it runs the built-in step as in ``none`` and rejects a user script
 with an error that names what to do instead.
 """
 

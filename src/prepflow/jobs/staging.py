@@ -10,7 +10,10 @@ import logging
 import os
 import posixpath
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from prepflow.errors import StorageError
 from prepflow.jobs.spec import MAX_REASON_LENGTH, ProcessingInput, ProcessingJobSpec
@@ -128,17 +131,27 @@ def _entries(folder: Path) -> list[Path]:
 
 def _upload_regular_file(store: LocalObjectStore, bucket: str, key: str, path: Path) -> bool:
     """Upload ``path`` if it is a regular file; return False for anything else."""
-    try:
-        # O_NOFOLLOW and the fstat check close the gap between listing and opening, in which
-        # the job could swap the file for a link; O_NONBLOCK keeps a FIFO from blocking.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    with _open_regular(path) as handle:
+        if handle is None:
             return False
         store.upload_fileobj(bucket, key, handle)
     return True
+
+
+@contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO | None]:
+    """Open ``path`` for reading if it is a regular file, else give None.
+
+    O_NOFOLLOW and the fstat check close the gap between listing and opening, in which the
+    job could swap the file for a link; O_NONBLOCK keeps a FIFO from blocking the open.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        yield None
+        return
+    with os.fdopen(descriptor, "rb") as handle:
+        yield handle if stat.S_ISREG(os.fstat(descriptor).st_mode) else None
 
 
 def read_exit_message(root: Path) -> str | None:
@@ -146,13 +159,8 @@ def read_exit_message(root: Path) -> str | None:
 
     Only a regular file counts; a link or FIFO that the job put there is ignored.
     """
-    path = root / "output" / "message"
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    with _open_regular(root / "output" / "message") as handle:
+        if handle is None:
             return None
         data = handle.read(MAX_REASON_LENGTH)
     return data.decode("utf-8", "replace")
