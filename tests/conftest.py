@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import MOCK_DATA
 
-# Variables a developer's shell may set that would change what a test sees.
+# Variables a developer's shell may set that would change a test's settings.
 _PREPFLOW_VARIABLES = [
     name
     for name in os.environ

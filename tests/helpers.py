@@ -47,7 +47,7 @@ def load_case(name: str) -> Any:
     return json.loads((CASES / name).read_text())
 
 
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
+def wait_until(condition: Callable[[], Any], *, timeout: float, description: str) -> Any:
     """Poll ``condition`` with backoff until it returns something true; fail at the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.05
@@ -57,7 +57,7 @@ def wait_until(condition: Callable[[], Any], *, timeout: float, what: str) -> An
             return value
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout} s waiting for {description}")
 
 
 def processes_with(token: str) -> list[int]:

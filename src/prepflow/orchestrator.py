@@ -39,7 +39,14 @@ from prepflow.jobs.spec import JobStatus
 from prepflow.jobs.template import StepTemplate, build_spec
 from prepflow.jobstore.base import JobRecord, JobStore, utcnow
 from prepflow.settings import Settings
-from prepflow.storage.base import ObjectInfo, ObjectStore, folder_prefix, parse_s3_uri, s3_uri
+from prepflow.storage.base import (
+    ObjectInfo,
+    ObjectStore,
+    folder_prefix,
+    parse_s3_uri,
+    relative_key,
+    s3_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +358,7 @@ class Orchestrator:
         bucket = self.settings.buckets.model_artifacts
         key = f"{MANIFEST_PREFIX}{name}.manifest"
         prefix_key = parse_s3_uri(prefix_uri)[1]
-        relative = [info.key[len(prefix_key) :] for info in objects]
+        relative = [relative_key(info.key, prefix_key) for info in objects]
         self.store.put_manifest(bucket, key, prefix_uri, relative)
         return s3_uri(bucket, key)
 

@@ -59,14 +59,16 @@ def test_stop_reaches_script_sigterm_handler(cli, tmp_path):
     wait_until(
         lambda: "ready" in cli("jobs", "logs", job["job_name"]).stdout,
         timeout=30,
-        what="the script to start",
+        description="the script to start",
     )
 
     stopped = cli("jobs", "stop", job["job_name"])
 
     assert f"{job['job_name']} Stopped" in stopped.stdout
     assert "cleaning up after SIGTERM" in cli("jobs", "logs", job["job_name"]).stdout
-    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+    wait_until(
+        lambda: not processes_with(token), timeout=15, description="the job's processes to end"
+    )
 
 
 @requires_namespaces
@@ -77,13 +79,15 @@ def test_killed_runner_takes_job_along(cli, home, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("id\n1\n")
     (job,) = json_output(cli("run", str(data), "--json", "--no-wait", "--script", str(script)))
-    wait_until(lambda: processes_with(token), timeout=30, what="the script to start")
+    wait_until(lambda: processes_with(token), timeout=30, description="the script to start")
     status = json.loads((home / "jobs" / job["job_name"] / "status.json").read_text())
     supervisor = status["supervisor_pid"]
 
     os.kill(supervisor, signal.SIGKILL)
 
-    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+    wait_until(
+        lambda: not processes_with(token), timeout=15, description="the job's processes to end"
+    )
     described = json_output(cli("jobs", "describe", job["job_name"], "--json"))
     assert described["status"] == "Failed"
     assert "ended without recording a result" in described["failure_reason"]
@@ -211,6 +215,8 @@ def test_detached_child_does_not_hold_job(cli, tmp_path):
     # The children sleep 60 s; the run's 30 s deadline above fails the test if it waited.
     (job,) = json_output(result)
     assert job["status"] == "Completed"
-    wait_until(lambda: not processes_with(f"{token}-group"), timeout=15, what="the group to end")
+    wait_until(
+        lambda: not processes_with(f"{token}-group"), timeout=15, description="the group to end"
+    )
     for pid in processes_with(token):
         os.kill(pid, signal.SIGKILL)

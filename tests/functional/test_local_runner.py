@@ -104,7 +104,7 @@ def wait_for_end(app, name):
     return wait_until(
         lambda: (d := app.runner.describe(name)).status.is_terminal and d,
         timeout=60,
-        what=f"job {name} to end",
+        description=f"job {name} to end",
     )
 
 

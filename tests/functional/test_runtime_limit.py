@@ -42,7 +42,9 @@ def test_runtime_limit_stops_job_and_children(cli, tmp_path):
     assert job["status"] == "Stopped"
     assert job["failure_reason"] == "Stopped: MaxRuntimeInSeconds (2 s) exceeded"
     assert job["outputs"] == []
-    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+    wait_until(
+        lambda: not processes_with(token), timeout=15, description="the job's processes to end"
+    )
 
 
 @requires_namespaces
@@ -54,7 +56,7 @@ def test_stop_command_stops_job(cli, tmp_path):
         "run", str(data), "--json", "--no-wait", "--script", str(sleeper_script(tmp_path, token))
     )
     (job,) = json_output(started)
-    wait_until(lambda: processes_with(token), timeout=30, what="the job to start")
+    wait_until(lambda: processes_with(token), timeout=30, description="the job to start")
 
     stopped = cli("jobs", "stop", job["job_name"])
 
@@ -63,4 +65,6 @@ def test_stop_command_stops_job(cli, tmp_path):
     described = json_output(cli("jobs", "describe", job["job_name"], "--json"))
     assert described["status"] == "Stopped"
     assert described["failure_reason"] == "Stopped: stop requested by the user"
-    wait_until(lambda: not processes_with(token), timeout=15, what="the job's processes to end")
+    wait_until(
+        lambda: not processes_with(token), timeout=15, description="the job's processes to end"
+    )

@@ -66,7 +66,9 @@ def test_watch_processes_each_file_once(home, tmp_path):
     watcher = start_watch(home)
     try:
         copy_in(home, data, "first.csv")
-        wait_until(lambda: len(completed_inputs(home)) == 1, timeout=60, what="the first job")
+        wait_until(
+            lambda: len(completed_inputs(home)) == 1, timeout=60, description="the first job"
+        )
     finally:
         stderr = stop_watch(watcher)
     assert "watcher stopped" in stderr
@@ -75,7 +77,7 @@ def test_watch_processes_each_file_once(home, tmp_path):
     copy_in(home, data, "third.csv")
     restarted = start_watch(home)
     try:
-        wait_until(lambda: len(completed_inputs(home)) == 3, timeout=60, what="three jobs")
+        wait_until(lambda: len(completed_inputs(home)) == 3, timeout=60, description="three jobs")
     finally:
         stop_watch(restarted)
 

@@ -149,9 +149,6 @@ class LocalRunner(JobBackend):
         pid = status.get("supervisor_pid")
         return pid is not None and _alive(int(pid), status.get("supervisor_start"))
 
-    def folder(self, job_name: str) -> JobFolder:
-        return self._folder(job_name)
-
     def _check_supported(self, spec: ProcessingJobSpec) -> None:
         count = spec.processing_resources.cluster_config.instance_count
         if count != 1:

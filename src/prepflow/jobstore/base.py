@@ -6,7 +6,7 @@ Rules:
 - A status changes only along ``LEGAL_TRANSITIONS`` (InProgress -> Completed | Failed |
   Stopping, Stopping -> Stopped); a terminal status never changes again.
 - Every write is a compare-and-set on the record's ``version``, so two processes updating the
-  same record never lose each other's change; a stale writer re-reads and tries again.
+  same record never lose each other's change. A stale writer re-reads and tries again.
 """
 
 from __future__ import annotations

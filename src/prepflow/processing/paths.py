@@ -3,7 +3,7 @@
 The job's ``/opt/ml/config/processingjobconfig.json`` names each input and output with its
 LocalPath. The step reads the input named ``data`` and writes the output named ``processed``.
 Without a config file (a plain container, or a run by hand) it uses SageMaker's usual folders.
-Under the local runner without a mount namespace, ``PREPFLOW_ML_ROOT`` stands in for /opt/ml.
+Under the local runner without a mount namespace, ``PREPFLOW_ML_ROOT`` replaces /opt/ml.
 """
 
 from __future__ import annotations

@@ -247,10 +247,6 @@ class LocalObjectStore(ObjectStore):
             else:
                 skip(key, "it is not a regular file")
 
-    def object_path(self, bucket: str, key: str) -> Path:
-        """Return the file that contains an object, for reading in place (never write to it)."""
-        return self._path_for(bucket, key)
-
     # -- metadata -------------------------------------------------------------------------
 
     def _sync_metadata(self, bucket: str, key: str, path: Path, stat: os.stat_result) -> ObjectInfo:
