@@ -53,7 +53,7 @@ MISSING_TOKENS = frozenset({
 WORK_ONLY_SNIPPET = """
 import sys, time
 from pathlib import Path
-from prepflow.processing import reference
+from prepflow.processing import outputs
 started = time.perf_counter()
 reference.process_file(Path(sys.argv[1]), Path(sys.argv[2]))
 print(time.perf_counter() - started)

@@ -24,10 +24,11 @@ import typer
 from prepflow.errors import ConfigurationError, IsolationError, PrepflowError
 from prepflow.jobs import isolation
 from prepflow.jobs.spec import JOB_NAME_PATTERN, JobStatus
-from prepflow.jobs.template import StepTemplate, upload_script
+from prepflow.jobs.template import StepTemplate, upload_recipe, upload_script
 from prepflow.jobstore.base import JobRecord
 from prepflow.local.app import LocalApp, build_local_app
 from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
+from prepflow.processing.paths import REJECTED_FILE, REPORT_HTML
 from prepflow.settings import Settings, load_settings
 
 logger = logging.getLogger("prepflow.cli")
@@ -106,6 +107,14 @@ def run(
             dir_okay=False,
         ),
     ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="Recipe YAML for the built-in step (validated before any upload)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     instance_type: Annotated[
         str | None, typer.Option(help="Processing instance type [env: PROCESSING_INSTANCE_TYPE]")
@@ -125,10 +134,17 @@ def run(
     settings = _setup(
         context, processing_instance_type=instance_type, max_runtime_seconds=max_runtime
     )
+    if script is not None and recipe is not None:
+        raise Exit(
+            EXIT_USAGE,
+            "--script and --recipe exclude each other: a recipe drives the built-in step",
+        )
     uploads = _plan_uploads(paths, settings)
     local = build_local_app(settings)
     if script is not None:
         local.orchestrator.step = _script_step(local, settings, script)
+    if recipe is not None:
+        local.orchestrator.step = upload_recipe(local.store, settings, recipe)
 
     results: list[TriggerResult] = []
     local.store.subscribe(
@@ -534,7 +550,8 @@ def _finish(
 def _print_job(local: LocalApp, record: JobRecord) -> None:
     _out(
         f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
-        f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}"
+        f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}, "
+        f"rejected {_count(record.rows_rejected)}"
     )
     for uri in record.inputs:
         _out(f"  input:  {uri}")
@@ -547,6 +564,10 @@ def _print_job(local: LocalApp, record: JobRecord) -> None:
             _out("  output: none (the job wrote no files)")
     elif record.status.is_terminal:
         _out("  output: none (outputs are uploaded only when a job completes)")
+    for output_name, file_name in (("rejected", REJECTED_FILE), ("report", REPORT_HTML)):
+        found = _side_output(local, record, output_name, file_name)
+        if found is not None:
+            _out(f"  {output_name + ':':<8}{found['path']}")
     if record.failure_reason:
         _out("  reason: " + record.failure_reason.replace("\n", "\n          "))
     if record.waiting_reason and not record.status.is_terminal:
@@ -562,9 +583,28 @@ def _job_json(local: LocalApp, record: JobRecord) -> dict[str, Any]:
         "failure_reason": record.failure_reason,
         "rows_in": record.rows_in,
         "rows_out": record.rows_out,
+        "rows_rejected": record.rows_rejected,
+        "rejected": _side_output(local, record, "rejected", REJECTED_FILE),
+        "report": _side_output(local, record, "report", REPORT_HTML),
         "duration_s": record.duration_s,
         "log_uri": record.log_uri,
     }
+
+
+def _side_output(
+    local: LocalApp, record: JobRecord, output_name: str, file_name: str
+) -> dict[str, str] | None:
+    """Return the URI and local path of a file in one of the built-in step's side outputs."""
+    if record.status != JobStatus.COMPLETED:
+        return None
+    outputs = record.request.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    for output in outputs:
+        if output.get("OutputName") == output_name:
+            uri = output["S3Output"]["S3Uri"].rstrip("/") + "/" + file_name
+            path = local.local_path(uri)
+            if path.is_file():
+                return {"uri": uri, "path": str(path)}
+    return None
 
 
 def _supported(path: Path, settings: Settings) -> bool:

@@ -2,7 +2,8 @@
 
     PrepflowError
     ├── ConfigurationError          settings or wiring that cannot work; the CLI exits with 2
-    │   └── RecursiveOutputError    an output location would trigger the pipeline again
+    │   ├── RecursiveOutputError    an output location would trigger the pipeline again
+    │   └── RecipeError             a recipe that fails validation, found before any data is read
     ├── StorageError                an object store operation failed
     │   ├── InvalidKeyError         a key the store cannot hold safely (``../x``, NUL, too long)
     │   └── ObjectNotFoundError     no object under that bucket and key (S3's ``NoSuchKey``)
@@ -33,6 +34,10 @@ class ConfigurationError(PrepflowError):
 
 class RecursiveOutputError(ConfigurationError):
     """An output location lies where new objects start the pipeline again."""
+
+
+class RecipeError(ConfigurationError):
+    """A recipe that fails validation; the message names each field path, value and rule."""
 
 
 class StorageError(PrepflowError):

@@ -124,6 +124,8 @@ def write_locations(settings: Settings) -> list[Location]:
         Location(buckets.logs, "reports/"),
         Location(buckets.model_artifacts, MANIFEST_PREFIX),
         Location(buckets.model_artifacts, "scripts/"),
+        Location(buckets.model_artifacts, "recipes/"),
+        Location(buckets.model_artifacts, "artifacts/"),
     ]
 
 

@@ -7,15 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from prepflow.errors import ProcessingError
-from prepflow.processing import reference
+from prepflow.processing import outputs, readers, writers
+from prepflow.processing.__main__ import run
+from prepflow.processing.paths import StepPaths
 from tests.helpers import read_rows
 
 
-def run_step(input_dir, output_dir):
+def run_step(input_dir, output_dir, *options):
     return subprocess.run(
         [
             sys.executable,
@@ -25,12 +26,27 @@ def run_step(input_dir, output_dir):
             str(input_dir),
             "--output",
             str(output_dir),
+            *map(str, options),
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def step_on_file(source, tmp_path):
+    """Run the step in this process on the one file ``source``; return the ExitMessage fields."""
+    folder = tmp_path / "step-input"
+    folder.mkdir()
+    (folder / source.name).write_bytes(source.read_bytes())
+    paths = StepPaths(
+        input_dir=folder,
+        output_dir=tmp_path / "step-output",
+        rejected_dir=tmp_path / "step-rejected",
+        report_dir=tmp_path / "step-report",
+    )
+    return run(paths)
 
 
 def test_step_drops_rows_with_missing_values(tmp_path):
@@ -80,7 +96,7 @@ def test_step_without_data_files(tmp_path):
     result = run_step(source, tmp_path / "out")
 
     assert result.returncode == 1
-    assert "no data files (.csv)" in result.stderr
+    assert "no data files (.csv, .parquet, .jsonl, .ndjson, .json, .gz)" in result.stderr
 
 
 def test_step_keeps_subfolders(tmp_path):
@@ -112,10 +128,10 @@ def test_blank_lines_not_counted(tmp_path):
     source = tmp_path / "gaps.csv"
     source.write_text("id,name\n1,Ana\n\n2,\n\n3,Cy\n")
 
-    result = reference.process_file(source, tmp_path / "out.csv")
+    result = step_on_file(source, tmp_path)
 
-    assert result.rows_in == 3
-    assert result.rows_out == 2
+    assert result["rows_in"] == 3
+    assert result["rows_out"] == 2
 
 
 def last_stderr_line(result):
@@ -128,39 +144,41 @@ def test_step_names_line_of_long_row(tmp_path):
     # The quoted newline makes the long record start on physical line 5, not line 4.
     (source / "orders.csv").write_text('id,name,note\n1,Ana,"two\nlines"\n2,Bo,ok\n3,Cy,x,y\n')
 
-    result = run_step(source, tmp_path / "out")
+    result = run_step(source, tmp_path / "out", "--rejected", tmp_path / "rejected")
 
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert last_stderr_line(result) == (
-        "prepflow.processing: error: cannot read 'orders.csv' as CSV: line 5 has 4 fields, "
-        "expected 3 (the header has 3); fix that row or remove it"
-    )
-    assert not (tmp_path / "out" / "processed_orders.csv").exists()
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "processed_orders.csv")
+    assert [row["id"] for row in rows] == ["1", "2"]
+    (rejected,) = read_rows(tmp_path / "rejected" / "rejected.csv")
+    assert rejected["line"] == "5"
+    assert rejected["reason"] == "4 fields, expected 3"
+    assert rejected["row"] == "3,Cy,x,y"
 
 
 def test_long_row_after_blank_lines(tmp_path):
     source = tmp_path / "gaps.csv"
     source.write_text("\nid,name\n1,Ana\n\n2,Bo,extra\n")
 
-    with pytest.raises(ProcessingError, match=r"line 5 has 3 fields, expected 2") as raised:
-        reference.process_file(source, tmp_path / "out.csv")
+    result = step_on_file(source, tmp_path)
 
-    assert isinstance(raised.value.__cause__, pl.exceptions.PolarsError)
+    assert result["rows_rejected"] == 1
+    (rejected,) = read_rows(tmp_path / "step-rejected" / "rejected.csv")
+    assert rejected["line"] == "5"
+    assert rejected["reason"] == "3 fields, expected 2"
 
 
 def test_good_file_skips_diagnosis(tmp_path, monkeypatch):
     def fail(source):
         raise AssertionError(f"diagnosis ran on a good file: {source}")
 
-    monkeypatch.setattr(reference, "_find_long_record", fail)
-    monkeypatch.setattr(reference, "_find_undecodable_line", fail)
+    monkeypatch.setattr(writers, "record_start_lines", fail)
+    monkeypatch.setattr(readers, "find_undecodable_line", fail)
     source = tmp_path / "good.csv"
     source.write_text("id,name\n1,Ana\n2,Bo\n")
 
-    result = reference.process_file(source, tmp_path / "out.csv")
+    result = step_on_file(source, tmp_path)
 
-    assert result.rows_out == 2
+    assert result["rows_out"] == 2
 
 
 def test_step_names_line_not_utf8(tmp_path):
@@ -173,10 +191,10 @@ def test_step_names_line_not_utf8(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = last_stderr_line(result)
-    assert "cannot read 'names.csv' as CSV: line 3 is not valid UTF-8" in message
+    assert "cannot read 'names.csv': line 3 is not valid utf-8" in message
     # 0xE9 is the latin-1 "é"; the 19 bytes "id,name\n1,Ana\n2,Jos" come before it.
-    assert "byte 0xE9 at byte offset 19 of the file" in message
-    assert "save the file as UTF-8" in message
+    assert "byte(s) 0xE9 at byte offset 19 of the file" in message
+    assert "declare its encoding in the recipe (input.encoding)" in message
 
 
 def test_non_utf8_line_past_header_chunk(tmp_path):
@@ -187,11 +205,12 @@ def test_non_utf8_line_past_header_chunk(tmp_path):
     source.write_bytes(("id,name\n" + good_lines).encode() + b"5001,Jos\xe9\n")
 
     with pytest.raises(ProcessingError) as raised:
-        reference.process_file(source, tmp_path / "out.csv")
+        step_on_file(source, tmp_path)
 
     offset = len(("id,name\n" + good_lines + "5001,Jos").encode())
-    assert f"line 5002 is not valid UTF-8: byte 0xE9 at byte offset {offset} " in str(raised.value)
-    assert isinstance(raised.value.__cause__, pl.exceptions.PolarsError)
+    assert f"line 5002 is not valid utf-8: byte(s) 0xE9 at byte offset {offset} " in str(
+        raised.value
+    )
 
 
 def test_non_utf8_header_rejected(tmp_path):
@@ -200,9 +219,9 @@ def test_non_utf8_header_rejected(tmp_path):
     source.write_bytes("caf\u00e9,price\nlatte,3\n".encode("latin-1"))
 
     with pytest.raises(ProcessingError) as raised:
-        reference.process_file(source, tmp_path / "out.csv")
+        step_on_file(source, tmp_path)
 
-    assert "line 1 is not valid UTF-8: byte 0xE9 at byte offset 3" in str(raised.value)
+    assert "line 1 is not valid utf-8: byte(s) 0xE9 at byte offset 3" in str(raised.value)
 
 
 def test_truncated_utf8_sequence(tmp_path):
@@ -210,9 +229,9 @@ def test_truncated_utf8_sequence(tmp_path):
     source.write_bytes(b"id,name\n1,Ana\n2,\xe2\x82")
 
     with pytest.raises(ProcessingError) as raised:
-        reference.process_file(source, tmp_path / "out.csv")
+        step_on_file(source, tmp_path)
 
-    assert "line 3 is not valid UTF-8: bytes 0xE2 0x82 at byte offset 16" in str(raised.value)
+    assert "line 3 is not valid utf-8: byte(s) 0xE2 0x82 at byte offset 16" in str(raised.value)
 
 
 def test_step_strips_byte_order_mark(tmp_path):
@@ -250,7 +269,7 @@ def test_duplicate_columns_all_listed(tmp_path):
     source.write_bytes(b'\xef\xbb\xbfid,a,"id",b,a,a\n1,2,3,4,5,6\n')
 
     with pytest.raises(ProcessingError) as raised:
-        reference.process_file(source, tmp_path / "out.csv")
+        step_on_file(source, tmp_path)
 
     message = str(raised.value)
     assert "'id' at columns 1 and 3" in message
@@ -259,9 +278,9 @@ def test_duplicate_columns_all_listed(tmp_path):
 
 
 def test_output_name_short_unchanged():
-    assert reference.output_name(Path("people.csv")) == "processed_people.csv"
+    assert outputs.output_name(Path("people.csv")) == "processed_people.csv"
     fits = "x" * 241 + ".csv"
-    assert reference.output_name(Path(fits)) == "processed_" + fits
+    assert outputs.output_name(Path(fits)) == "processed_" + fits
 
 
 @pytest.mark.parametrize("stem_bytes", range(242, 252))
@@ -270,7 +289,7 @@ def test_output_name_fits_limit(stem_bytes, character):
     size = len(character.encode())
     name = character * (stem_bytes // size) + "b" * (stem_bytes % size) + ".csv"
 
-    output = reference.output_name(Path(name))
+    output = outputs.output_name(Path(name))
 
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     assert len(output.encode()) <= 255
@@ -282,13 +301,13 @@ def test_output_name_long_names_distinct():
     first = "report_" + "x" * 240 + "_1.csv"
     second = "report_" + "x" * 240 + "_2.csv"
 
-    assert reference.output_name(Path(first)) != reference.output_name(Path(second))
+    assert outputs.output_name(Path(first)) != outputs.output_name(Path(second))
 
 
 def test_output_name_long_suffix():
     name = "a." + "b" * 250
 
-    output = reference.output_name(Path(name))
+    output = outputs.output_name(Path(name))
 
     assert len(output.encode()) <= 255
     assert output.endswith("~" + hashlib.sha256(name.encode()).hexdigest()[:8])
@@ -303,7 +322,7 @@ def test_step_long_file_name(tmp_path):
     result = run_step(source, tmp_path / "out")
 
     assert result.returncode == 0, result.stderr
-    rows = read_rows(tmp_path / "out" / reference.output_name(Path(name)))
+    rows = read_rows(tmp_path / "out" / outputs.output_name(Path(name)))
     assert [row["id"] for row in rows] == ["1"]
 
 
@@ -312,7 +331,7 @@ def test_step_rejects_colliding_outputs(tmp_path):
     source.mkdir()
     long_name = "z" * 250 + ".csv"
     # An input already named like the shortened output of long_name collides with it.
-    lookalike = reference.output_name(Path(long_name)).removeprefix("processed_")
+    lookalike = outputs.output_name(Path(long_name)).removeprefix("processed_")
     (source / long_name).write_text("id\n1\n")
     (source / lookalike).write_text("id\n2\n")
 
@@ -335,7 +354,7 @@ def test_step_output_folder_is_file(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     message = last_stderr_line(result)
-    assert f"cannot write {str(tmp_path / 'out' / 'processed_a.csv')!r}: File exists" in message
+    assert f"cannot write {str(tmp_path / 'out')!r}: File exists" in message
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -357,21 +376,24 @@ def test_step_disk_full(tmp_path):
 def test_missing_source_reported(tmp_path):
     missing = tmp_path / "gone.csv"
 
+    source = readers.Source(missing, "gone.csv", "csv", None, "utf-8")
+
     with pytest.raises(ProcessingError) as raised:
-        reference.process_file(missing, tmp_path / "out.csv")
+        readers.detect(missing, source.name, readers.InputOptions())
 
     assert f"cannot read {str(missing)!r}: No such file or directory" in str(raised.value)
 
 
-def test_step_rejects_cr_only_line_endings(tmp_path):
+def test_step_reads_cr_only_line_endings(tmp_path):
     source = tmp_path / "in"
     source.mkdir()
     (source / "mac.csv").write_bytes(b"a,b\r1,2\r3,4\r")
 
     result = run_step(source, tmp_path / "out")
 
-    assert result.returncode == 1
-    assert "lines end with a carriage return alone (CR)" in result.stderr
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "processed_mac.csv")
+    assert [(row["a"], row["b"]) for row in rows] == [("1", "2"), ("3", "4")]
 
 
 def test_step_accepts_crlf_line_endings(tmp_path):

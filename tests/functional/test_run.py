@@ -136,14 +136,14 @@ def test_script_failure_reported(cli, home, tmp_path):
 
 
 def test_failure_reason_in_human_output(cli, tmp_path):
-    data = tmp_path / "ragged.csv"
-    data.write_text("a,b\n1,2\n3,4,5\n")
+    data = tmp_path / "doubled.csv"
+    data.write_text("a,b,a\n1,2,3\n")
 
     result = cli("run", str(data))
 
     assert result.returncode == 1
     assert "Failed" in result.stdout
-    assert "cannot read 'ragged.csv' as CSV" in result.stdout
+    assert "duplicate column names in 'doubled.csv'" in result.stdout
 
 
 def test_unsupported_file_type_is_usage_error(cli, home, tmp_path):

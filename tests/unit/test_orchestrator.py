@@ -312,7 +312,7 @@ def test_skip_empty_object(orchestrator):
 def test_skip_other_file_type(orchestrator):
     reason = orchestrator.skip_reason(RAW, "input/notes.txt", 10)
 
-    assert reason == "the file type is not one of .csv"
+    assert reason == "the file type is not one of .csv, .parquet, .jsonl, .ndjson, .json, .gz"
 
 
 def test_skip_output_location(clean_env, store, backend, jobs):

@@ -96,7 +96,7 @@ def test_defaults(clean_env):
     assert settings.region == "us-east-1"
     assert settings.input_prefix == "input/"
     assert settings.output_prefix == "output/"
-    assert settings.input_suffixes == (".csv",)
+    assert settings.input_suffixes == (".csv", ".parquet", ".jsonl", ".ndjson", ".json", ".gz")
     assert settings.job_name_prefix == "prepflow"
     assert settings.max_runtime_seconds == 3600
     assert settings.processing_instance_count == 1

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prepflow.errors import ConfigurationError
+from prepflow.errors import ConfigurationError, ObjectNotFoundError
 from prepflow.jobs.spec import (
     AppSpecification,
     ClusterConfig,
@@ -25,8 +25,9 @@ from prepflow.jobs.spec import (
     S3Output,
     StoppingCondition,
 )
+from prepflow.processing.recipe import load_recipe
 from prepflow.settings import Settings
-from prepflow.storage.base import ObjectStore, s3_uri
+from prepflow.storage.base import ObjectStore, parse_s3_uri, s3_uri
 
 # Container paths of the reference deployment, kept so its scripts run unchanged.
 DATA_LOCAL_PATH = "/opt/ml/processing/input"
@@ -36,6 +37,19 @@ DATA_INPUT_NAME = "data"
 CODE_INPUT_NAME = "code"
 OUTPUT_NAME = "processed"
 SCRIPTS_PREFIX = "scripts/"
+RECIPES_PREFIX = "recipes/"
+# The built-in step's other outputs and inputs, outside the data folder so they are never data.
+RECIPE_INPUT_NAME = "recipe"
+RECIPE_LOCAL_PATH = "/opt/ml/processing/recipe"
+FITTED_INPUT_NAME = "fitted"
+FITTED_LOCAL_PATH = "/opt/ml/processing/fitted"
+REJECTED_OUTPUT = ("rejected", "/opt/ml/processing/rejected")
+REPORT_OUTPUT = ("report", "/opt/ml/processing/report")
+ARTIFACTS_OUTPUT = ("artifacts", "/opt/ml/processing/artifacts")
+REJECTED_PREFIX = "rejected/"
+REPORTS_PREFIX = "reports/"
+ARTIFACTS_PREFIX = "artifacts/"
+ARTIFACTS_FILE = "artifacts.json"
 
 
 @dataclass(frozen=True)
@@ -47,10 +61,16 @@ class StepTemplate:
     extra_inputs: tuple[ProcessingInput, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     description: str = "built-in step"
+    # The built-in step writes rejected rows, a report and fitted parameters besides the data.
+    side_outputs: bool = False
 
     @classmethod
-    def built_in(cls) -> StepTemplate:
-        return cls(entrypoint=("python3", "-m", "prepflow.processing"))
+    def built_in(cls, extra_inputs: tuple[ProcessingInput, ...] = ()) -> StepTemplate:
+        return cls(
+            entrypoint=("python3", "-m", "prepflow.processing"),
+            extra_inputs=extra_inputs,
+            side_outputs=True,
+        )
 
     @classmethod
     def for_script(cls, code_uri: str, file_name: str) -> StepTemplate:
@@ -83,6 +103,62 @@ def upload_script(store: ObjectStore, settings: Settings, path: Path) -> StepTem
     return StepTemplate.for_script(s3_uri(bucket, folder), path.name)
 
 
+def upload_recipe(store: ObjectStore, settings: Settings, path: Path) -> StepTemplate:
+    """Validate a recipe, upload it to the model-artifacts bucket, return the step that uses it.
+
+    Raises RecipeError before anything is uploaded when the recipe is invalid, and
+    ConfigurationError when the artifacts it applies do not exist.
+    """
+    recipe = load_recipe(path)
+    content = path.read_bytes()
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    bucket = settings.buckets.model_artifacts
+    folder = f"{RECIPES_PREFIX}{digest}/"
+    store.put_object(bucket, folder + "recipe.yaml", content)
+    inputs = [
+        ProcessingInput(
+            input_name=RECIPE_INPUT_NAME,
+            s3_input=S3Input(s3_uri=s3_uri(bucket, folder), local_path=RECIPE_LOCAL_PATH),
+        )
+    ]
+    if recipe.artifacts.apply is not None:
+        fitted_uri = artifacts_uri(settings, recipe.artifacts.apply)
+        fitted_bucket, fitted_key = parse_s3_uri(fitted_uri)
+        try:
+            store.head_object(fitted_bucket, fitted_key)
+        except ObjectNotFoundError as error:
+            raise ConfigurationError(
+                f"the recipe applies artifacts {recipe.artifacts.apply!r}, but {fitted_uri} does "
+                "not exist; name a job that fitted parameters, or the S3 URI of its "
+                "artifacts.json"
+            ) from error
+        inputs.append(
+            ProcessingInput(
+                input_name=FITTED_INPUT_NAME,
+                s3_input=S3Input(s3_uri=fitted_uri, local_path=FITTED_LOCAL_PATH),
+            )
+        )
+    return StepTemplate.built_in(extra_inputs=tuple(inputs))
+
+
+def artifacts_uri(settings: Settings, reference: str) -> str:
+    """Return the artifacts.json URI of a job name, or the URI itself when given one."""
+    if reference.startswith("s3://"):
+        return reference
+    key = f"{ARTIFACTS_PREFIX}{reference}/{ARTIFACTS_FILE}"
+    return s3_uri(settings.buckets.model_artifacts, key)
+
+
+def side_output_uris(settings: Settings, job_name: str) -> dict[str, str]:
+    """Return where the built-in step's rejected rows, report and artifacts of a job go."""
+    buckets = settings.buckets
+    return {
+        REJECTED_OUTPUT[0]: s3_uri(buckets.processed, f"{REJECTED_PREFIX}{job_name}/"),
+        REPORT_OUTPUT[0]: s3_uri(buckets.logs, f"{REPORTS_PREFIX}{job_name}/"),
+        ARTIFACTS_OUTPUT[0]: s3_uri(buckets.model_artifacts, f"{ARTIFACTS_PREFIX}{job_name}/"),
+    }
+
+
 def build_spec(
     settings: Settings, step: StepTemplate, *, name: str, manifest_uri: str, output_uri: str
 ) -> ProcessingJobSpec:
@@ -93,10 +169,21 @@ def build_spec(
             s3_uri=manifest_uri, local_path=DATA_LOCAL_PATH, s3_data_type="ManifestFile"
         ),
     )
-    output = ProcessingOutput(
-        output_name=OUTPUT_NAME,
-        s3_output=S3Output(s3_uri=output_uri, local_path=OUTPUT_LOCAL_PATH),
-    )
+    outputs = [
+        ProcessingOutput(
+            output_name=OUTPUT_NAME,
+            s3_output=S3Output(s3_uri=output_uri, local_path=OUTPUT_LOCAL_PATH),
+        )
+    ]
+    if step.side_outputs:
+        uris = side_output_uris(settings, name)
+        outputs += [
+            ProcessingOutput(
+                output_name=output_name,
+                s3_output=S3Output(s3_uri=uris[output_name], local_path=local_path),
+            )
+            for output_name, local_path in (REJECTED_OUTPUT, REPORT_OUTPUT, ARTIFACTS_OUTPUT)
+        ]
     cluster = ClusterConfig(
         instance_count=settings.processing_instance_count,
         instance_type=settings.processing_instance_type,
@@ -105,7 +192,7 @@ def build_spec(
     return ProcessingJobSpec(
         processing_job_name=name,
         processing_inputs=[data, *step.extra_inputs],
-        processing_output_config=ProcessingOutputConfig(outputs=[output]),
+        processing_output_config=ProcessingOutputConfig(outputs=outputs),
         processing_resources=ProcessingResources(cluster_config=cluster),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=settings.max_runtime_seconds),
         app_specification=AppSpecification(

@@ -59,6 +59,7 @@ class JobRecord(BaseModel):
     waiting_reason: str | None = None
     rows_in: int | None = None
     rows_out: int | None = None
+    rows_rejected: int | None = None
     log_tail: str | None = None
     request: dict[str, Any] = Field(default_factory=dict)
     version: int = 0
@@ -195,7 +196,7 @@ def _description_fields(description: JobDescription) -> dict[str, Any]:
 
 
 def _counts_from_exit_message(message: str | None) -> dict[str, int]:
-    """Read ``rows_in`` and ``rows_out`` from a built-in step's ExitMessage (a JSON object)."""
+    """Read the row counts from a built-in step's ExitMessage (a JSON object)."""
     if not message:
         return {}
     try:
@@ -206,6 +207,6 @@ def _counts_from_exit_message(message: str | None) -> dict[str, int]:
         return {}
     return {
         name: parsed[name]
-        for name in ("rows_in", "rows_out")
+        for name in ("rows_in", "rows_out", "rows_rejected")
         if isinstance(parsed.get(name), int) and not isinstance(parsed.get(name), bool)
     }

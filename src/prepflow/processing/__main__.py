@@ -1,7 +1,8 @@
-"""The built-in step: ``python -m prepflow.processing [--input DIR] [--output DIR]``.
+"""The built-in step: ``python -m prepflow.processing [--input DIR] [--output DIR] [...]``.
 
-Exit codes: 0 success; 1 the input was rejected (the reason is the last line of stderr and
-the ``error`` field of the ExitMessage); 2 wrong arguments.
+Without options it uses the job's container paths. Exit codes: 0 success; 1 the input or the
+recipe was rejected (the reason is the last line of stderr and the ``error`` field of the
+ExitMessage); 2 wrong arguments.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
-from datetime import UTC, datetime
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-from prepflow.errors import ProcessingError
-from prepflow.processing import reference
+from prepflow.errors import ProcessingError, RecipeError
+from prepflow.processing.engine import Engine, EnginePaths
 from prepflow.processing.paths import DATA_SUFFIXES, StepPaths, container_paths
+from prepflow.processing.recipe import Recipe, default_recipe, load_recipe
+from prepflow.processing.report import build_report, write_report
 
 logger = logging.getLogger("prepflow.processing")
 
@@ -25,17 +30,43 @@ MAX_ERROR_CHARS = 900
 
 def run(paths: StepPaths) -> dict[str, object]:
     """Process every data file under the input folder; return the ExitMessage fields."""
+    recipe = load_recipe(paths.recipe_file) if paths.recipe_file else default_recipe()
     sources = find_data_files(paths)
-    targets = plan_outputs(paths, sources)
-    started = datetime.now(UTC)
-    results = [
-        reference.process_file(source, target, timestamp=started)
-        for source, target in targets.items()
-    ]
+    plan_outputs(paths, sources, recipe)
+    work_dir = Path(tempfile.mkdtemp(prefix="prepflow-step-"))
+    try:
+        engine = Engine(
+            recipe,
+            EnginePaths(
+                input_files=[(path, str(path.relative_to(paths.input_dir))) for path in sources],
+                output_dir=paths.output_dir,
+                rejected_dir=paths.rejected_dir,
+                artifacts_dir=paths.artifacts_dir,
+                fitted_file=paths.fitted_file,
+                work_dir=work_dir,
+            ),
+        )
+        result = engine.run()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    rejected_location = (
+        f"{result.rejected_file}" if result.rejected_file and paths.rejected_dir else None
+    )
+    if paths.report_dir is not None:
+        report = build_report(
+            result, recipe, job_name=paths.job_name, rejected_location=rejected_location
+        )
+        write_report(paths.report_dir, report)
+    logger.info(
+        "%d rows in, %d out, %d rejected, %d removed by steps",
+        result.rows_in, result.rows_out, result.rows_rejected, result.rows_removed,
+    )  # fmt: skip
     return {
-        "rows_in": sum(r.rows_in for r in results),
-        "rows_out": sum(r.rows_out for r in results),
-        "files": len(results),
+        "rows_in": result.rows_in,
+        "rows_out": result.rows_out,
+        "rows_rejected": result.rows_rejected,
+        "rows_removed": result.rows_removed,
+        "files": len(sources),
     }
 
 
@@ -62,43 +93,60 @@ def find_data_files(paths: StepPaths) -> list[Path]:
     return found
 
 
-def plan_outputs(paths: StepPaths, sources: list[Path]) -> dict[Path, Path]:
-    """Map each source to its output path, raising before any write if two share one."""
-    targets: dict[Path, Path] = {}
+def plan_outputs(paths: StepPaths, sources: list[Path], recipe: Recipe | None = None) -> None:
+    """Raise before any write when two inputs would be written to the same output file."""
+    from prepflow.processing.outputs import output_name
+    from prepflow.processing.readers import COMPRESSED_SUFFIXES
+
+    if recipe is not None and not recipe.output.per_file:
+        return
     writers: dict[Path, Path] = {}
     for source in sources:
         relative = source.relative_to(paths.input_dir)
-        target = paths.output_dir / relative.parent / reference.output_name(source)
+        name = source.name
+        for suffix in COMPRESSED_SUFFIXES:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                name = name[: -len(suffix)]
+        target = Path(output_name(Path(name)))
         if target in writers:
             raise ProcessingError(
                 f"input files {str(writers[target])!r} and {str(relative)!r} would both be "
                 f"written to {target.name!r}; rename one of them"
             )
         writers[target] = relative
-        targets[source] = target
-    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m prepflow.processing")
     parser.add_argument("--input", type=Path, help="folder of data files (default: the job's)")
+    parser.add_argument("--output", type=Path, help="folder for processed files")
+    parser.add_argument("--recipe", type=Path, help="recipe YAML file (default: the job's)")
+    parser.add_argument("--rejected", type=Path, help="folder for rejected.csv")
+    parser.add_argument("--report", type=Path, help="folder for report.json and report.html")
+    parser.add_argument("--artifacts", type=Path, help="folder for artifacts.json")
     parser.add_argument(
-        "--output", type=Path, help="folder for processed files (default: the job's)"
+        "--fitted", type=Path, help="a previous run's artifacts.json to apply instead of fitting"
     )
     args = parser.parse_args(argv)
 
     paths = container_paths()
-    if args.input or args.output:
-        paths = StepPaths(
+    if any(vars(args).values()):
+        paths = replace(
+            paths,
             input_dir=args.input or paths.input_dir,
             output_dir=args.output or paths.output_dir,
-            message_file=None,
+            recipe_file=args.recipe or paths.recipe_file,
+            rejected_dir=args.rejected or paths.rejected_dir,
+            report_dir=args.report or paths.report_dir,
+            artifacts_dir=args.artifacts or paths.artifacts_dir,
+            fitted_file=args.fitted or paths.fitted_file,
+            message_file=None if args.input or args.output else paths.message_file,
         )
     try:
         message: dict[str, object] = run(paths)
         code = 0
-    except ProcessingError as error:
+    except (ProcessingError, RecipeError) as error:
         message = {"error": str(error)[:MAX_ERROR_CHARS]}
         print(f"prepflow.processing: error: {error}", file=sys.stderr)
         code = 1

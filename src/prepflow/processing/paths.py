@@ -1,9 +1,10 @@
-"""Where the step finds its input and writes its output, under the container contract.
+"""Where the step finds its inputs and writes its outputs, under the container contract.
 
 The job's ``/opt/ml/config/processingjobconfig.json`` names each input and output with its
-LocalPath. The step reads the input named ``data`` and writes the output named ``processed``.
-Without a config file (a plain container, or a run by hand) it uses SageMaker's usual folders.
-Under the local runner without a mount namespace, ``PREPFLOW_ML_ROOT`` replaces /opt/ml.
+LocalPath. The step reads the input named ``data`` (and ``recipe`` and ``fitted`` when present)
+and writes the outputs named ``processed``, ``rejected``, ``report`` and ``artifacts``. Without a
+config file (a plain container, or a run by hand) it uses SageMaker's usual folders. Under the
+local runner without a mount namespace, ``PREPFLOW_ML_ROOT`` replaces /opt/ml.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from pathlib import Path
 
 # Suffixes of the data files the built-in step reads (compared in lower case); the
 # orchestrator skips other uploads before any job starts.
-DATA_SUFFIXES = (".csv",)
+# A ".gz" file is read when its content is one of the formats below.
+DATA_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson", ".json", ".gz")
 CONTAINER_ML_ROOT = "/opt/ml"
 ML_ROOT_VARIABLE = "PREPFLOW_ML_ROOT"
 DATA_INPUT_NAME = "data"
+RECIPE_INPUT_NAME = "recipe"
+FITTED_INPUT_NAME = "fitted"
 PROCESSED_OUTPUT_NAME = "processed"
+REJECTED_OUTPUT_NAME = "rejected"
+REPORT_OUTPUT_NAME = "report"
+ARTIFACTS_OUTPUT_NAME = "artifacts"
+# File names inside the rejected and report outputs.
+REJECTED_FILE = "rejected.csv"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
 DEFAULT_INPUT = "/opt/ml/processing/input"
 DEFAULT_OUTPUT = "/opt/ml/processing/output"
 
@@ -32,6 +43,12 @@ class StepPaths:
     excluded: tuple[Path, ...] = field(default_factory=tuple)
     # Where the ExitMessage goes; None when running outside a job.
     message_file: Path | None = None
+    recipe_file: Path | None = None
+    fitted_file: Path | None = None
+    rejected_dir: Path | None = None
+    report_dir: Path | None = None
+    artifacts_dir: Path | None = None
+    job_name: str | None = None
 
 
 def container_paths(environ: dict[str, str] | None = None) -> StepPaths:
@@ -41,8 +58,10 @@ def container_paths(environ: dict[str, str] | None = None) -> StepPaths:
     config_file = ml_root / "config" / "processingjobconfig.json"
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
+    job_name = None
     if config_file.is_file():
         request = json.loads(config_file.read_text())
+        job_name = request.get("ProcessingJobName")
         inputs = {
             item["InputName"]: item["S3Input"]["LocalPath"]
             for item in request.get("ProcessingInputs", [])
@@ -54,12 +73,31 @@ def container_paths(environ: dict[str, str] | None = None) -> StepPaths:
         }
     data = inputs.get(DATA_INPUT_NAME, DEFAULT_INPUT)
     others = [path for name, path in inputs.items() if name != DATA_INPUT_NAME]
+
+    def output(name: str) -> Path | None:
+        return _on_host(ml_root, outputs[name]) if name in outputs else None
+
     return StepPaths(
         input_dir=_on_host(ml_root, data),
         output_dir=_on_host(ml_root, outputs.get(PROCESSED_OUTPUT_NAME, DEFAULT_OUTPUT)),
         excluded=tuple(_on_host(ml_root, path) for path in others),
         message_file=ml_root / "output" / "message",
+        recipe_file=_single_file(ml_root, inputs.get(RECIPE_INPUT_NAME)),
+        fitted_file=_single_file(ml_root, inputs.get(FITTED_INPUT_NAME)),
+        rejected_dir=output(REJECTED_OUTPUT_NAME),
+        report_dir=output(REPORT_OUTPUT_NAME),
+        artifacts_dir=output(ARTIFACTS_OUTPUT_NAME),
+        job_name=job_name,
     )
+
+
+def _single_file(ml_root: Path, container_path: str | None) -> Path | None:
+    """Return the one file staged under an input's folder (a recipe, an artifacts.json)."""
+    if container_path is None:
+        return None
+    folder = _on_host(ml_root, container_path)
+    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+    return files[0] if files else None
 
 
 def _on_host(ml_root: Path, container_path: str) -> Path:

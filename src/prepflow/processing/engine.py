@@ -1,0 +1,513 @@
+"""Run a recipe over the input files: read, validate, fit, transform, split, write, report.
+
+Two paths, chosen per dataset:
+
+* **streaming**: one file, no fitted step and no split. Each batch is read, validated, passed
+  through the steps and written before the next is read, so memory stays flat.
+* **spilled**: several files, fitted steps or a split. Validated batches go to a Parquet spill
+  file per input file; fitted steps learn their parameters from the spill with polars' lazy
+  engine (each on the data as the steps before it leave it); then the spill is read again
+  batch by batch through all steps to the outputs.
+
+Every row that does not reach an output is counted, and written to the rejected rows when it
+failed (always) or was removed by a step on purpose (when the recipe keeps removed rows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from prepflow.errors import ProcessingError
+from prepflow.processing import readers
+from prepflow.processing.profile import Profiler
+from prepflow.processing.readers import RECORD, Source
+from prepflow.processing.recipe import FITTED_STEPS, Recipe
+from prepflow.processing.steps import Outcome, StepRunner, describe, output_columns
+from prepflow.processing.validate import SchemaValidator
+from prepflow.processing.writers import OutputWriter, RejectedWriter
+
+logger = logging.getLogger(__name__)
+
+ARTIFACTS_FILE = "artifacts.json"
+ARTIFACTS_VERSION = 1
+SPILL_BATCH_ROWS = 131_072
+OUTPUT_PREFIX = "processed_"
+
+
+@dataclass
+class EnginePaths:
+    input_files: list[tuple[Path, str]]  # (path, name relative to the input folder)
+    output_dir: Path
+    rejected_dir: Path | None
+    artifacts_dir: Path | None
+    fitted_file: Path | None  # a previous run's artifacts.json to apply
+    work_dir: Path
+
+
+@dataclass
+class StepCount:
+    index: int
+    step: str
+    description: str
+    rows_in: int = 0
+    rows_out: int = 0
+    removed: int = 0
+    rejected: int = 0
+
+
+@dataclass
+class RunResult:
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    rows_removed: int = 0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepCount] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    fitted: dict[str, Any] = field(default_factory=dict)
+    rejected_file: str | None = None
+    input_profile: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_profile: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing_before: dict[str, int] = field(default_factory=dict)
+    set_missing: dict[str, int] = field(default_factory=dict)
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, paths: EnginePaths, *, timestamp: datetime | None = None):
+        self.recipe = recipe
+        self.paths = paths
+        stamp = (timestamp or datetime.now(UTC)).isoformat(timespec="microseconds")
+        self.timestamp = stamp.replace("+00:00", "Z")
+        self.validator = SchemaValidator(recipe)
+        self.rejected = RejectedWriter(paths.rejected_dir, paths.work_dir / "rejected.parquet")
+        self.result = RunResult(
+            steps=[
+                StepCount(index, step.step, describe(step))
+                for index, step in enumerate(recipe.steps, start=1)
+            ]
+        )
+        self.output_profile = Profiler(seed=0)
+        self.applied = self._load_fitted()
+
+    def run(self) -> RunResult:
+        sources = [
+            readers.detect(path, name, self.recipe.input) for path, name in self.paths.input_files
+        ]
+        if self.recipe.output.per_file:
+            for source in sources:
+                self._run_dataset([source], self._per_file_name(source))
+        else:
+            self._run_dataset(sources, self.recipe.output.name)
+        self.result.rejected_file = self.rejected.finish(
+            sources, self.recipe.input.quote, self.recipe.input.header
+        )
+        self.result.rows_rejected = self.rejected.count
+        self.result.rejected_reasons = dict(self.rejected.by_reason)
+        self.result.output_profile = self.output_profile.summary()
+        self.result.missing_before = dict(self.validator.counts.missing_before)
+        self.result.set_missing = dict(self.validator.counts.set_missing)
+        if self.result.fitted and self.paths.artifacts_dir is not None:
+            self._write_artifacts()
+        return self.result
+
+    # One dataset ------------------------------------------------------------------------------
+
+    def _run_dataset(self, sources: list[Source], base_name: str) -> None:
+        writer = OutputWriter(self.paths.output_dir, self.recipe.output, base_name)
+        try:
+            if len(sources) == 1 and not self._needs_spill():
+                self._stream(sources[0], writer)
+            else:
+                self._spilled(sources, writer)
+        except BaseException:
+            writer.abort()
+            raise
+        self.result.outputs += writer.close()
+
+    def _needs_spill(self) -> bool:
+        fitting = self.applied is None and any(
+            isinstance(step, FITTED_STEPS) for step in self.recipe.steps
+        )
+        return fitting or self.recipe.output.split is not None
+
+    def _stream(self, source: Source, writer: OutputWriter) -> None:
+        runners = self._runners({})
+        columns: pl.Schema | None = None
+        for batch in self._validated(source):
+            if columns is None:
+                self._check_step_columns(batch.columns, runners)
+            out = self._through_steps(runners, batch, source)
+            columns = out.schema
+            self._emit(writer, out, None)
+        if not writer.files:
+            writer.ensure_file(columns or self._empty_output_schema(source, runners))
+
+    def _spilled(self, sources: list[Source], writer: OutputWriter) -> None:
+        spills = self._spill_all(sources)
+        schema = _combined_schema(spills)
+        base = (
+            pl.concat(
+                [
+                    pl.scan_parquet(path).with_columns(_casts(path_schema, schema))
+                    for path, path_schema, _ in spills
+                ],
+                how="diagonal_relaxed",
+            )
+            if spills
+            else pl.LazyFrame(schema=schema)
+        )
+        self._check_step_columns(list(schema.names()), self._runners(None, check_only=True))
+        fitted = self._fit(base)
+        runners = self._runners(fitted)
+        splitter = self._splitter(base, runners)
+        columns: pl.Schema | None = None
+        for path, path_schema, source in spills:
+            for batch in _spill_batches(path):
+                batch = batch.with_columns(_casts(path_schema, schema))
+                batch = batch.select(
+                    [
+                        pl.col(name)
+                        if name in batch.columns
+                        else pl.lit(None, dtype=dtype).alias(name)
+                        for name, dtype in schema.items()
+                    ]
+                )
+                out = self._through_steps(runners, batch, source)
+                columns = out.schema
+                if splitter is None:
+                    self._emit(writer, out, None)
+                else:
+                    for name, part in splitter.assign(out):
+                        self._emit(writer, part, name)
+        if not writer.files:
+            empty = self._runners(fitted)
+            frame = pl.DataFrame(schema=schema)
+            for runner in empty:
+                frame = runner.apply(frame).frame
+            writer.ensure_file(columns or frame.schema)
+
+    def _spill_all(self, sources: list[Source]) -> list[tuple[Path, pl.Schema, Source]]:
+        spills = []
+        for number, source in enumerate(sources):
+            path = self.paths.work_dir / f"spill-{number}.parquet"
+            parquet: pq.ParquetWriter | None = None
+            schema: pl.Schema | None = None
+            for batch in self._validated(source):
+                if parquet is None or schema is None:
+                    schema = batch.schema
+                    arrow_schema = batch.to_arrow().schema
+                    parquet = pq.ParquetWriter(path, arrow_schema, compression="lz4")
+                parquet.write_table(batch.cast(schema).to_arrow().cast(arrow_schema))
+            if parquet is not None and schema is not None:
+                parquet.close()
+                spills.append((path, schema, source))
+            elif source.format == "csv":
+                empty = self._empty_input(source)
+                if empty is not None:
+                    empty.write_parquet(path)
+                    spills.append((path, empty.schema, source))
+        return spills
+
+    # Reading and validation --------------------------------------------------------------------
+
+    def _validated(self, source: Source) -> Iterator[pl.DataFrame]:
+        rows = 0
+        rejected_before = self.rejected.count
+        checked_columns = False
+        for batch in readers.read_batches(source, self.recipe.input):
+            if not checked_columns:
+                self.validator.check_columns(batch.columns, source.name)
+                checked_columns = True
+            rows += batch.height
+            checked = self.validator.check(batch)
+            self.rejected.add(checked.rejected, source, "schema")
+            yield checked.good
+        self.rejected.add_records(source)
+        rows += len(source.bad_records)
+        self.result.rows_in += rows
+        self.result.sources.append(
+            {
+                "file": source.name,
+                "format": source.format,
+                "encoding": source.encoding,
+                "compression": source.compression,
+                "rows_in": rows,
+                "rows_rejected_on_read": self.rejected.count - rejected_before,
+            }
+        )
+        logger.info("%s: %d rows read (%s)", source.name, rows, source.format)
+
+    def _empty_input(self, source: Source) -> pl.DataFrame | None:
+        """Return the typed, empty frame of a header-only CSV file."""
+        import pyarrow.csv as pa_csv
+
+        try:
+            with readers._open_binary(source) as file:
+                header = pa_csv.read_csv(
+                    file,
+                    read_options=pa_csv.ReadOptions(encoding=source.encoding or "utf-8"),
+                    parse_options=pa_csv.ParseOptions(delimiter=self.recipe.input.delimiter),
+                )
+        except Exception:
+            return None
+        frame = pl.DataFrame(schema={name: pl.String for name in header.column_names})
+        frame = frame.with_columns(pl.Series(RECORD, [], dtype=pl.Int64))
+        return self.validator.check(frame).good
+
+    def _empty_output_schema(self, source: Source, runners: list[StepRunner]) -> pl.Schema:
+        frame = self._empty_input(source)
+        if frame is None:
+            return pl.Schema()
+        for runner in runners:
+            frame = runner.apply(frame).frame
+        return frame.schema
+
+    # Steps -------------------------------------------------------------------------------------
+
+    def _runners(self, fitted: dict[int, Any] | None, check_only: bool = False) -> list[StepRunner]:
+        params = self.applied if self.applied is not None else (fitted or {})
+        return [
+            StepRunner(index, step, params.get(index), self.timestamp)
+            for index, step in enumerate(self.recipe.steps, start=1)
+        ]
+
+    def _check_step_columns(self, columns: list[str], runners: list[StepRunner]) -> None:
+        names = [name for name in columns]
+        for runner in runners:
+            params = runner.params
+            if params is None and isinstance(runner.step, FITTED_STEPS):
+                # One-hot columns are unknown before fitting; check the step's inputs only.
+                output_columns(runner.step, names, None)
+                continue
+            names = output_columns(runner.step, names, params)
+
+    def _fit(self, base: pl.LazyFrame) -> dict[int, Any]:
+        fitted: dict[int, Any] = {}
+        if self.applied is not None:
+            self.result.fitted = {
+                "applied_from": str(self.paths.fitted_file),
+                "steps": _artifact_steps(self.recipe, self.applied),
+            }
+            return self.applied
+        frame = base
+        for index, step in enumerate(self.recipe.steps, start=1):
+            runner = StepRunner(index, step, fitted.get(index), self.timestamp)
+            if isinstance(step, FITTED_STEPS):
+                fitted[index] = runner.fit(frame)
+                runner.params = fitted[index]
+                logger.info("fitted step %d (%s): %s", index, step.step, fitted[index])
+            frame = runner.lazy(frame)
+        if fitted:
+            self.result.fitted = {"steps": _artifact_steps(self.recipe, fitted)}
+        return fitted
+
+    def _through_steps(
+        self, runners: list[StepRunner], frame: pl.DataFrame, source: Source
+    ) -> pl.DataFrame:
+        keep_removed = self.recipe.rejected.keep_removed
+        for runner, count in zip(runners, self.result.steps, strict=True):
+            count.rows_in += frame.height
+            outcome: Outcome = runner.apply(frame)
+            if outcome.removed is not None:
+                count.removed += outcome.removed.height
+                self.result.rows_removed += outcome.removed.height
+                if keep_removed:
+                    self.rejected.add(outcome.removed, source, f"step {runner.index}")
+            if outcome.rejected is not None:
+                count.rejected += outcome.rejected.height
+                self.rejected.add(outcome.rejected, source, f"step {runner.index}")
+            frame = outcome.frame
+            count.rows_out += frame.height
+        return frame
+
+    def _emit(self, writer: OutputWriter, frame: pl.DataFrame, split: str | None) -> None:
+        data = frame.drop([name for name in frame.columns if name.startswith("__")])
+        self.result.rows_out += data.height
+        self.output_profile.add(data)
+        writer.write(data, split)
+
+    def _splitter(self, base: pl.LazyFrame, runners: list[StepRunner]) -> Splitter | None:
+        split = self.recipe.output.split
+        if split is None:
+            return None
+        final = base
+        for runner in runners:
+            final = runner.lazy(final)
+        if split.stratify is not None:
+            counts = final.group_by(split.stratify).len().collect(engine="streaming")
+            totals = {key: int(count) for key, count in counts.iter_rows()}
+        else:
+            totals = {None: int(final.select(pl.len()).collect(engine="streaming").item())}
+        return Splitter(split.fractions(), totals, split.seed, split.stratify)
+
+    # Artifacts ---------------------------------------------------------------------------------
+
+    def _load_fitted(self) -> dict[int, Any] | None:
+        path = self.paths.fitted_file
+        if path is None:
+            if self.recipe.artifacts.apply is not None:
+                raise ProcessingError(
+                    f"the recipe applies artifacts from {self.recipe.artifacts.apply!r}, but the "
+                    "job has no artifacts input; run it through prepflow, or pass --fitted FILE"
+                )
+            return None
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ProcessingError(
+                f"cannot read fitted parameters {str(path)!r}: {error}"
+            ) from error
+        steps = {item["index"]: item for item in document.get("steps", [])}
+        applied: dict[int, Any] = {}
+        for index, step in enumerate(self.recipe.steps, start=1):
+            if not isinstance(step, FITTED_STEPS):
+                continue
+            saved = steps.get(index)
+            if saved is None or saved.get("step") != step.step:
+                found = "nothing" if saved is None else repr(saved.get("step"))
+                raise ProcessingError(
+                    f"artifacts {str(path)!r} do not match the recipe: step {index} is "
+                    f"{step.step!r} in the recipe but {found} in the artifacts; apply artifacts "
+                    "made by the same recipe"
+                )
+            applied[index] = saved["parameters"]
+        return applied
+
+    def _write_artifacts(self) -> None:
+        assert self.paths.artifacts_dir is not None
+        document = {
+            "version": ARTIFACTS_VERSION,
+            "created_at": self.timestamp,
+            "recipe": self.recipe.to_dict(),
+            "steps": self.result.fitted["steps"],
+        }
+        self.paths.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        (self.paths.artifacts_dir / ARTIFACTS_FILE).write_text(
+            json.dumps(document, indent=2) + "\n"
+        )
+
+    def _per_file_name(self, source: Source) -> str:
+        """Return ``<subfolder>/processed_<name>`` without the extension the writer adds."""
+        from prepflow.processing.outputs import output_name
+
+        name = output_name(Path(source.plain_name))
+        suffix = Path(name).suffix
+        if suffix.lower() in (".csv", ".parquet", ".jsonl", ".ndjson", ".json"):
+            name = name[: -len(suffix)]
+        parent = Path(source.name).parent
+        return str(parent / name) if parent != Path(".") else name
+
+
+def _artifact_steps(recipe: Recipe, fitted: dict[int, Any]) -> list[dict[str, Any]]:
+    return [
+        {"index": index, "step": recipe.steps[index - 1].step, "parameters": parameters}
+        for index, parameters in sorted(fitted.items())
+    ]
+
+
+class Splitter:
+    """Assign rows to train, validation and test with exact sizes, batch by batch.
+
+    Each split's size is its fraction of the rows, rounded by largest remainder, per stratum
+    when the split is stratified. Within a batch the number of rows for each split is drawn
+    from a multivariate hypergeometric distribution over what remains, so the result is a
+    uniformly random split with exact sizes, reproducible from the seed.
+    """
+
+    def __init__(
+        self, fractions: dict[str, float], totals: dict[Any, int], seed: int, stratify: str | None
+    ):
+        self.names = list(fractions)
+        self.stratify = stratify
+        self.random = np.random.default_rng(seed)
+        self.remaining = {
+            key: _quotas(list(fractions.values()), total) for key, total in totals.items()
+        }
+
+    def assign(self, frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
+        labels = np.empty(frame.height, dtype=np.int64)
+        keys = [None] * frame.height if self.stratify is None else frame[self.stratify].to_list()
+        groups: dict[Any, list[int]] = {}
+        for position, key in enumerate(keys):
+            groups.setdefault(key, []).append(position)
+        for key, positions in groups.items():
+            quota = self.remaining[key]
+            drawn = self.random.multivariate_hypergeometric(quota, len(positions))
+            chosen = np.repeat(np.arange(len(quota)), drawn)
+            self.random.shuffle(chosen)
+            labels[positions] = chosen
+            self.remaining[key] = (np.array(quota) - drawn).tolist()
+        series = pl.Series("__split", labels)
+        return [(name, frame.filter(series == number)) for number, name in enumerate(self.names)]
+
+
+def _quotas(fractions: list[float], total: int) -> list[int]:
+    raw = [fraction * total for fraction in fractions]
+    quotas = [int(value) for value in raw]
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - quotas[i], reverse=True)
+    for i in order[: total - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
+
+
+def _spill_batches(path: Path) -> Iterator[pl.DataFrame]:
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=SPILL_BATCH_ROWS):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        yield frame
+
+
+def _combined_schema(spills: list[tuple[Path, pl.Schema, Source]]) -> pl.Schema:
+    """Combine the files' schemas, widening safely; raise on incompatible drift."""
+    combined: dict[str, pl.DataType] = {}
+    first_file: dict[str, str] = {}
+    for _, schema, source in spills:
+        for name, dtype in schema.items():
+            if name not in combined:
+                combined[name] = dtype
+                first_file[name] = source.name
+                continue
+            wider = _widen(combined[name], dtype)
+            if wider is None:
+                raise ProcessingError(
+                    f"column {name!r} is {combined[name]} in {first_file[name]!r} but {dtype} in "
+                    f"{source.name!r}; declare its type in the recipe's schema or fix the file"
+                )
+            combined[name] = wider
+    return pl.Schema(combined)
+
+
+def _widen(left: pl.DataType, right: pl.DataType) -> pl.DataType | None:
+    if left == right:
+        return left
+    if left == pl.Null:
+        return right
+    if right == pl.Null:
+        return left
+    if left.is_integer() and right.is_integer():
+        return pl.Int64()
+    if left.is_numeric() and right.is_numeric():
+        return pl.Float64()
+    if {type(left), type(right)} <= {pl.Date, pl.Datetime}:
+        return pl.Datetime("us")
+    return None
+
+
+def _casts(schema: pl.Schema, target: pl.Schema) -> list[pl.Expr]:
+    return [
+        pl.col(name).cast(target[name])
+        for name, dtype in schema.items()
+        if name in target and target[name] != dtype
+    ]

@@ -1,0 +1,446 @@
+"""Read input files as a stream of polars batches, with every unreadable record kept aside.
+
+Formats are detected from magic bytes first (gzip, Parquet), then from the name and the first
+character (JSON Lines, JSON array), and CSV otherwise. Gzip is unwrapped whatever the name.
+
+Every batch carries ``__record``: the record's number in its file, counting the header of a CSV
+file as record 1, as pyarrow's CSV reader does. A record that cannot become a row (too many or
+too few fields, broken JSON) is returned as a ``BadRecord`` instead of stopping the read; the
+caller turns record numbers into line numbers with ``prepflow.processing.lines``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from prepflow.errors import ProcessingError
+from prepflow.processing.lines import find_undecodable_line
+from prepflow.processing.recipe import InputOptions
+
+RECORD = "__record"
+GZIP_MAGIC = b"\x1f\x8b"
+PARQUET_MAGIC = b"PAR1"
+CSV_BLOCK_BYTES = 4 << 20
+JSON_BATCH_LINES = 65_536
+COMPRESSED_SUFFIXES = (".gz", ".gzip")
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    record: int | None
+    line: int | None
+    reason: str
+    text: str
+
+
+@dataclass
+class Source:
+    """One input file, as detected."""
+
+    path: Path
+    name: str  # path relative to the input folder, for messages and the rejected rows
+    format: str
+    compression: str | None
+    encoding: str | None
+    bad_records: list[BadRecord] = field(default_factory=list)
+
+    @property
+    def plain_name(self) -> str:
+        """The file name without a compression suffix (``a.csv.gz`` -> ``a.csv``)."""
+        name = self.path.name
+        lower = name.lower()
+        for suffix in COMPRESSED_SUFFIXES:
+            if self.compression and lower.endswith(suffix):
+                return name[: -len(suffix)]
+        return name
+
+
+def detect(path: Path, name: str, options: InputOptions) -> Source:
+    """Find a file's format and compression from its first bytes, then its name."""
+    head = _read_head(path)
+    compression = "gzip" if head.startswith(GZIP_MAGIC) else None
+    if compression:
+        try:
+            with gzip.open(path, "rb") as file:
+                head = file.read(64)
+        except (OSError, EOFError) as error:
+            raise ProcessingError(
+                f"input file {name!r} starts like gzip but cannot be decompressed: {error}; "
+                "upload the file again"
+            ) from error
+    data_format: str = options.format
+    if data_format == "auto":
+        data_format = _guess_format(head, name, compression)
+    if compression and data_format == "parquet":
+        raise ProcessingError(f"input file {name!r} is gzip-compressed Parquet; upload it plain")
+    encoding = None if data_format == "parquet" else options.encoding
+    return Source(path, name, data_format, compression, encoding)
+
+
+def read_batches(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
+    """Yield the file's rows in batches; bad records are appended to ``source.bad_records``."""
+    if source.format == "csv":
+        yield from _read_csv(source, options)
+    elif source.format == "parquet":
+        yield from _read_parquet(source)
+    elif source.format == "jsonl":
+        yield from _read_json_lines(source)
+    else:
+        yield from _read_json_array(source)
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(64)
+    except OSError as error:
+        raise ProcessingError(
+            f"cannot read {str(path)!r}: {error.strerror or error}; check that the file is readable"
+        ) from error
+
+
+def _guess_format(head: bytes, name: str, compression: str | None) -> str:
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    lower = name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        lower = lower.removesuffix(suffix)
+    if lower.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if lower.endswith(".json"):
+        first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        return "json" if first == b"[" else "jsonl"
+    return "csv"
+
+
+def _open_binary(source: Source) -> IO[bytes]:
+    if source.compression == "gzip":
+        return cast(IO[bytes], gzip.open(source.path, "rb"))
+    return source.path.open("rb")
+
+
+# CSV ------------------------------------------------------------------------------------------
+
+
+def _read_csv(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
+    if _is_empty(source):
+        raise ProcessingError(
+            f"input file {source.name!r} is empty (0 bytes): nothing to process; upload a CSV "
+            "file with a header row"
+        )
+    collector = _BadRowCollector(source)
+    reader = _open_csv_reader(source, options, collector)
+    names = reader.schema.names
+    _check_column_names(source, names)
+    first_record = 2 if options.header else 1
+    next_record = first_record
+    try:
+        for batch in _csv_batches(source, reader):
+            numbers, next_record = collector.valid_numbers(next_record, batch.num_rows)
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
+    finally:
+        reader.close()
+    source.bad_records.extend(collector.take_all())
+
+
+def _is_empty(source: Source) -> bool:
+    with _open_binary(source) as file:
+        return file.read(1) == b""
+
+
+def _open_csv_reader(
+    source: Source, options: InputOptions, collector: _BadRowCollector
+) -> pa_csv.CSVStreamingReader:
+    read_options = pa_csv.ReadOptions(
+        use_threads=False,  # keeps the record numbers of bad rows (pyarrow 26 drops them otherwise)
+        block_size=CSV_BLOCK_BYTES,
+        encoding=source.encoding or "utf-8",
+        autogenerate_column_names=not options.header,
+    )
+    parse_options = pa_csv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quote if options.quote is not None else False,
+        newlines_in_values=True,
+        invalid_row_handler=collector,
+    )
+    # Every column is read as text, so the schema, not a guess, decides each type.
+    names = _header_names(source, options, read_options, parse_options)
+    convert_options = pa_csv.ConvertOptions(
+        column_types={name: pa.large_string() for name in names},
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    stream = pa.input_stream(str(source.path), compression=source.compression)
+    try:
+        return pa_csv.open_csv(
+            stream,
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        stream.close()
+        raise _unreadable_csv(source, error) from error
+
+
+def _header_names(
+    source: Source,
+    options: InputOptions,
+    read_options: pa_csv.ReadOptions,
+    parse_options: pa_csv.ParseOptions,
+) -> list[str]:
+    # A first, tiny read learns the column names, which the text-only conversion needs.
+    header_parse = pa_csv.ParseOptions(
+        delimiter=parse_options.delimiter,
+        quote_char=parse_options.quote_char,
+        newlines_in_values=True,
+        invalid_row_handler=lambda row: "skip",
+    )
+    stream = pa.input_stream(str(source.path), compression=source.compression)
+    try:
+        reader = pa_csv.open_csv(
+            stream,
+            read_options=pa_csv.ReadOptions(
+                use_threads=False,
+                block_size=1 << 16,
+                encoding=read_options.encoding,
+                autogenerate_column_names=not options.header,
+            ),
+            parse_options=header_parse,
+            convert_options=pa_csv.ConvertOptions(
+                column_types={}, include_columns=[], strings_can_be_null=False
+            ),
+        )
+        names = list(reader.schema.names)
+        reader.close()
+        return names
+    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+        raise _unreadable_csv(source, error) from error
+    finally:
+        stream.close()
+
+
+def _csv_batches(source: Source, reader: pa_csv.CSVStreamingReader) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+            raise _unreadable_csv(source, error) from error
+        if batch.num_rows:
+            yield batch
+
+
+def _check_column_names(source: Source, names: list[str]) -> None:
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        positions.setdefault(name, []).append(position)
+    duplicates = [
+        f"{name!r} at columns {_join_numbers(where)}"
+        for name, where in positions.items()
+        if len(where) > 1
+    ]
+    if duplicates:
+        raise ProcessingError(
+            f"duplicate column names in {source.name!r}: {'; '.join(duplicates)}; rename them "
+            "so each column has one name"
+        )
+    reserved = [name for name in names if name.startswith("__")]
+    if reserved:
+        raise ProcessingError(
+            f"column names starting with '__' are reserved for prepflow: {reserved!r} in "
+            f"{source.name!r}; rename them"
+        )
+
+
+def _join_numbers(numbers: list[int]) -> str:
+    words = [str(number) for number in numbers]
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+class _BadRowCollector:
+    """The ``invalid_row_handler``: keeps each ragged row and tells pyarrow to skip it."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.pending: list[BadRecord] = []
+        self.done: list[BadRecord] = []
+
+    def __call__(self, row: Any) -> str:
+        reason = f"{row.actual_columns} fields, expected {row.expected_columns}"
+        self.pending.append(BadRecord(row.number, None, reason, row.text))
+        return "skip"
+
+    def valid_numbers(self, start: int, count: int) -> tuple[np.ndarray[Any, Any], int]:
+        """Number the ``count`` valid rows of the latest batch, skipping the bad records in it.
+
+        pyarrow calls the handler while it parses a block, before it returns the block's rows,
+        so the pending bad records belong to this batch or precede its rows.
+        """
+        taken = np.array(
+            sorted(bad.record for bad in self.pending if bad.record is not None), dtype=np.int64
+        )
+        self.done.extend(self.pending)
+        self.pending = []
+        end = start + count + len(taken)
+        numbers = np.setdiff1d(np.arange(start, end, dtype=np.int64), taken, assume_unique=True)
+        return numbers[:count], end
+
+    def take_all(self) -> list[BadRecord]:
+        found = self.done + self.pending
+        self.done, self.pending = [], []
+        return found
+
+
+def _unreadable_csv(source: Source, error: Exception) -> ProcessingError:
+    if isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "utf8" in str(error):
+        with _open_binary(source) as file:
+            problem = find_undecodable_line(file, source.encoding or "utf-8")
+        if problem:
+            return ProcessingError(f"cannot read {source.name!r}: {problem}")
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    return ProcessingError(
+        f"cannot read {source.name!r} as CSV: {first_line}; check the delimiter, quote and "
+        "encoding in the recipe's input section"
+    )
+
+
+# Parquet --------------------------------------------------------------------------------------
+
+
+def _read_parquet(source: Source) -> Iterator[pl.DataFrame]:
+    try:
+        parquet = pq.ParquetFile(source.path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ProcessingError(f"cannot read {source.name!r} as Parquet: {error}") from error
+    _check_column_names(source, parquet.schema_arrow.names)
+    next_record = 1
+    for batch in parquet.iter_batches(batch_size=131_072):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        numbers = np.arange(next_record, next_record + batch.num_rows, dtype=np.int64)
+        next_record += batch.num_rows
+        yield frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
+
+
+# JSON -----------------------------------------------------------------------------------------
+
+
+def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
+    decoder = codecs.getincrementaldecoder(source.encoding or "utf-8")()
+    lines: list[tuple[int, str]] = []
+    with _open_binary(source) as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                text = decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                raise ProcessingError(
+                    f"cannot read {source.name!r}: line {number} is not valid "
+                    f"{source.encoding} text: {error.reason} at byte {error.start + 1} of the "
+                    "line; save the file in the declared encoding"
+                ) from error
+            if text.strip():
+                lines.append((number, text.lstrip("\ufeff") if number == 1 else text))
+            if len(lines) >= JSON_BATCH_LINES:
+                yield from _json_batch(source, lines)
+                lines = []
+    if lines:
+        yield from _json_batch(source, lines)
+
+
+def _json_batch(source: Source, lines: list[tuple[int, str]]) -> Iterator[pl.DataFrame]:
+    records: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    for number, text in lines:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            source.bad_records.append(
+                BadRecord(
+                    number, number, f"invalid JSON: {error.msg} at column {error.colno}", text
+                )
+            )
+            continue
+        if not isinstance(value, dict):
+            source.bad_records.append(
+                BadRecord(number, number, f"a JSON {type(value).__name__}, not an object", text)
+            )
+            continue
+        records.append(value)
+        numbers.append(number)
+    if records:
+        yield _records_frame(source, records, numbers)
+
+
+def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
+    # NOTE: a JSON array is parsed whole, so it needs memory for the whole file; use JSON Lines
+    # for large inputs.
+    with _open_binary(source) as file:
+        raw = file.read()
+    try:
+        value = json.loads(raw.decode(source.encoding or "utf-8").lstrip("\ufeff"))
+    except UnicodeDecodeError as error:
+        problem = find_undecodable_line(io.BytesIO(raw), source.encoding or "utf-8")
+        raise ProcessingError(f"cannot read {source.name!r}: {problem}") from error
+    except json.JSONDecodeError as error:
+        raise ProcessingError(
+            f"cannot read {source.name!r} as JSON: {error.msg} at line {error.lineno}, column "
+            f"{error.colno}"
+        ) from error
+    if not isinstance(value, list):
+        raise ProcessingError(
+            f"{source.name!r} holds a JSON {type(value).__name__}; the step reads a JSON array "
+            "of objects or JSON Lines"
+        )
+    records: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    for number, item in enumerate(value, start=1):
+        if isinstance(item, dict):
+            records.append(item)
+            numbers.append(number)
+        else:
+            source.bad_records.append(
+                BadRecord(
+                    number,
+                    None,
+                    f"array element is a JSON {type(item).__name__}, not an object",
+                    json.dumps(item)[:1000],
+                )
+            )
+    if records:
+        yield _records_frame(source, records, numbers)
+
+
+def _records_frame(
+    source: Source, records: list[dict[str, Any]], numbers: list[int]
+) -> pl.DataFrame:
+    try:
+        frame = pl.DataFrame(records, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as error:
+        # Values of mixed types in one field: keep each as its JSON text and let the schema decide.
+        columns: dict[str, list[str | None]] = {}
+        for index, record in enumerate(records):
+            for key, item in record.items():
+                columns.setdefault(key, [None] * len(records))[index] = (
+                    item if isinstance(item, str) or item is None else json.dumps(item)
+                )
+        frame = pl.DataFrame(columns, schema={key: pl.String for key in columns})
+        del error
+    _check_column_names(source, frame.columns)
+    return frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))

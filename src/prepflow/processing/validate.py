@@ -1,0 +1,344 @@
+"""Apply the recipe's schema to a batch: missing-value tokens, types, rules, unknown columns.
+
+A value that fails its column's type or a rule either rejects its row (the default) or becomes
+missing and is counted, as the column's ``on_invalid`` says. Rejected rows keep their values as
+read, so nothing is lost. Types come from the schema only, never from a guess on a sample, so a
+column has the same type whatever the file size or batch boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from prepflow.errors import ProcessingError
+from prepflow.processing.readers import RECORD
+from prepflow.processing.recipe import ColumnSpec, InputOptions, Recipe
+
+TRUE_WORDS = ("true", "t", "yes", "y", "1")
+FALSE_WORDS = ("false", "f", "no", "n", "0")
+# Formats tried, in order, for a date or datetime column that declares none (ISO 8601 first).
+DATE_FORMATS = ("%Y-%m-%d",)
+DAY_FIRST_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
+MONTH_FIRST_DATE_FORMATS = ("%m/%d/%Y", "%m-%d-%Y")
+DATETIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
+)  # fmt: skip
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "int": pl.Int64(),
+    "float": pl.Float64(),
+    "string": pl.String(),
+    "bool": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+    "category": pl.String(),
+    "json": pl.String(),
+}
+# Rejected-row columns, added to a batch while it is checked.
+REASON = "__reason"
+COLUMN = "__column"
+VALUE = "__value"
+
+
+@dataclass
+class ValidationCounts:
+    """What validation did, summed over batches, for the report."""
+
+    missing_before: Counter[str] = field(default_factory=Counter)
+    set_missing: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Checked:
+    good: pl.DataFrame
+    rejected: pl.DataFrame  # the rows as read, plus REASON, COLUMN and VALUE
+
+
+class SchemaValidator:
+    """Check batches against the recipe's schema; keeps state across batches for ``unique``."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.options: InputOptions = recipe.input
+        self.specs = recipe.columns_schema.columns
+        self.counts = ValidationCounts()
+        self.seen: dict[str, pl.Series] = {
+            name: pl.Series(name, [], dtype=POLARS_TYPES[spec.type])
+            for name, spec in self.specs.items()
+            if spec.unique
+        }
+
+    def check_columns(self, columns: list[str], source_name: str) -> None:
+        """Raise before any row is read when the file's columns cannot meet the schema."""
+        data_columns = [name for name in columns if name != RECORD]
+        required = [
+            name for name, spec in self.specs.items() if spec.required and name not in data_columns
+        ]
+        if required:
+            raise ProcessingError(
+                f"{source_name!r} has no column {', '.join(map(repr, required))}, which the "
+                f"schema marks required; its columns are {', '.join(map(repr, data_columns))}"
+            )
+        unknown = [name for name in data_columns if name not in self.specs]
+        if unknown and self.specs and self.recipe.columns_schema.unknown_columns == "fail":
+            raise ProcessingError(
+                f"{source_name!r} has columns the schema does not name: "
+                f"{', '.join(map(repr, unknown))}; add them to the schema or set "
+                "schema.unknown_columns to keep or drop"
+            )
+
+    def check(self, frame: pl.DataFrame) -> Checked:
+        frame = self._apply_missing_tokens(frame)
+        for name in frame.columns:
+            if name != RECORD:
+                self.counts.missing_before[name] += frame[name].null_count()
+        frame = self._shape_columns(frame)
+        if not self.specs:
+            return Checked(frame, _empty_rejected(frame))
+
+        original = frame
+        problems: list[tuple[str, pl.Series, pl.Series]] = []
+        converted: dict[str, pl.Series] = {}
+        for name, spec in self.specs.items():
+            values, invalid, reasons = _convert(frame[name], spec, self.options)
+            invalid, reasons = self._check_unique(name, spec, values, invalid, reasons)
+            if spec.on_invalid == "set_missing":
+                self.counts.set_missing[name] += int(invalid.sum())
+                values = values.set(invalid, None) if invalid.any() else values
+            elif invalid.any():
+                problems.append((name, invalid, reasons))
+            converted[name] = values
+        frame = frame.with_columns(list(converted.values()))
+        if not problems:
+            return Checked(frame, _empty_rejected(original))
+        return _split_rejected(original, frame, problems)
+
+    def _apply_missing_tokens(self, frame: pl.DataFrame) -> pl.DataFrame:
+        expressions = []
+        for name, dtype in frame.schema.items():
+            if name == RECORD or dtype not in (pl.String, pl.Utf8):
+                continue
+            spec = self.specs.get(name)
+            tokens = (
+                spec.missing_values
+                if spec is not None and spec.missing_values is not None
+                else self.options.missing_values
+            )
+            if tokens:
+                column = pl.col(name)
+                expressions.append(
+                    pl.when(column.is_in(list(tokens))).then(None).otherwise(column).alias(name)
+                )
+        return frame.with_columns(expressions) if expressions else frame
+
+    def _shape_columns(self, frame: pl.DataFrame) -> pl.DataFrame:
+        if self.specs and self.recipe.columns_schema.unknown_columns == "drop":
+            frame = frame.select(
+                [name for name in frame.columns if name in self.specs or name == RECORD]
+            )
+        absent = [name for name in self.specs if name not in frame.columns]
+        if absent:
+            frame = frame.with_columns(
+                [pl.lit(None, dtype=pl.String).alias(name) for name in absent]
+            )
+        return frame
+
+    def _check_unique(
+        self, name: str, spec: ColumnSpec, values: pl.Series, invalid: pl.Series, reasons: pl.Series
+    ) -> tuple[pl.Series, pl.Series]:
+        if not spec.unique:
+            return invalid, reasons
+        present = values.is_not_null() & ~invalid
+        repeated = (
+            values.is_in(self.seen[name]) | values.is_duplicated() & ~values.is_first_distinct()
+        ) & present
+        if repeated.any():
+            reasons = pl.select(
+                pl.when(repeated)
+                .then(pl.lit("duplicate value in a unique column"))
+                .otherwise(reasons)
+            ).to_series()
+            invalid = invalid | repeated
+        fresh = values.filter(present & ~repeated)
+        self.seen[name] = pl.concat([self.seen[name], fresh.cast(self.seen[name].dtype)])
+        return invalid, reasons
+
+
+def _convert(
+    column: pl.Series, spec: ColumnSpec, options: InputOptions
+) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """Return the typed values, the mask of invalid values and a reason for each."""
+    present = column.is_not_null()
+    target = POLARS_TYPES[spec.type]
+    values = _cast(column, spec, options)
+    bad_type = present & values.is_null()
+    if spec.type == "json":
+        bad_json, messages = json_problems(column)
+        reasons = pl.select(
+            pl.when(bad_json).then(pl.lit("invalid JSON: ") + messages).otherwise(None)
+        ).to_series()
+        invalid = bad_json
+    else:
+        reasons = pl.select(
+            pl.when(bad_type).then(pl.lit(f"invalid {spec.type}")).otherwise(None)
+        ).to_series()
+        invalid = bad_type
+    rule_failures = _rule_failures(values, spec)
+    for mask, reason in rule_failures:
+        mask = mask.fill_null(False) & ~invalid
+        if mask.any():
+            reasons = pl.select(pl.when(mask).then(pl.lit(reason)).otherwise(reasons)).to_series()
+            invalid = invalid | mask
+    if spec.required:
+        missing = values.is_null() & ~invalid
+        if spec.on_invalid == "set_missing":
+            # A required value cannot be set missing: the row is rejected whatever on_invalid says.
+            pass
+        if missing.any():
+            reasons = pl.select(
+                pl.when(missing).then(pl.lit("missing required value")).otherwise(reasons)
+            ).to_series()
+            invalid = invalid | missing
+    return values.cast(target).alias(column.name), invalid.alias("invalid"), reasons.alias("reason")
+
+
+def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Series:
+    if column.dtype not in (pl.String, pl.Utf8):
+        target = POLARS_TYPES[spec.type]
+        if spec.type in ("string", "category", "json"):
+            if spec.type == "json" and column.dtype != pl.String:
+                return column.map_elements(json.dumps, return_dtype=pl.String)
+            return column.cast(pl.String, strict=False)
+        return column.cast(target, strict=False)
+    text = column.str.strip_chars()
+    if spec.type == "int":
+        if options.thousands:
+            text = text.str.replace_all(options.thousands, "", literal=True)
+        return text.str.to_integer(strict=False)
+    if spec.type == "float":
+        if options.thousands:
+            text = text.str.replace_all(options.thousands, "", literal=True)
+        if options.decimal != ".":
+            text = text.str.replace_all(options.decimal, ".", literal=True)
+        return text.cast(pl.Float64, strict=False)
+    if spec.type == "bool":
+        lower = text.str.to_lowercase()
+        return pl.select(
+            pl.when(lower.is_in(TRUE_WORDS)).then(True).when(lower.is_in(FALSE_WORDS)).then(False)
+        ).to_series()
+    if spec.type == "date":
+        return parse_temporal(text, spec.format, spec.day_first, "date")
+    if spec.type == "datetime":
+        return parse_temporal(text, spec.format, spec.day_first, "datetime")
+    return column
+
+
+def parse_temporal(text: pl.Series, fmt: str | None, day_first: bool, kind: str) -> pl.Series:
+    """Parse dates or datetimes with the declared format, or the fixed ISO-first list."""
+    if fmt is not None:
+        formats: tuple[str, ...] = (fmt,)
+    elif kind == "date":
+        formats = DATE_FORMATS + (DAY_FIRST_DATE_FORMATS if day_first else MONTH_FIRST_DATE_FORMATS)
+    else:
+        formats = DATETIME_FORMATS
+    attempts = [
+        text.str.to_date(candidate, strict=False, exact=True)
+        if kind == "date"
+        else text.str.to_datetime(candidate, strict=False, exact=True, time_unit="us")
+        for candidate in formats
+    ]
+    return pl.select(pl.coalesce(attempts)).to_series().alias(text.name)
+
+
+def json_problems(column: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """Return a mask of values that are not a JSON object, and the parser's message for each."""
+    present = column.filter(column.is_not_null())
+    try:
+        # polars parses a whole batch natively and raises at the first bad value.
+        present.str.json_decode(pl.Struct({}))
+        objects = present.str.strip_chars().str.starts_with("{")
+        if bool(objects.all()):
+            false = pl.Series([False] * len(column))
+            return false, pl.Series([None] * len(column), dtype=pl.String)
+    except pl.exceptions.PolarsError:
+        pass
+    messages = [None if value is None else _json_message(value) for value in column.to_list()]
+    series = pl.Series(messages, dtype=pl.String)
+    return series.is_not_null(), series
+
+
+def _json_message(text: str) -> str | None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"{error.msg} at line {error.lineno}, column {error.colno} (char {error.pos})"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, not an object"
+    return None
+
+
+def _rule_failures(values: pl.Series, spec: ColumnSpec) -> list[tuple[pl.Series, str]]:
+    failures: list[tuple[pl.Series, str]] = []
+    comparable = spec.type in ("int", "float", "string", "category", "date", "datetime")
+    if spec.min is not None and comparable:
+        bound = _bound(spec.min, spec.type)
+        failures.append((values < bound, f"below min {spec.min}"))
+    if spec.max is not None and comparable:
+        bound = _bound(spec.max, spec.type)
+        failures.append((values > bound, f"above max {spec.max}"))
+    if spec.allowed is not None:
+        allowed = pl.Series(list(spec.allowed)).cast(values.dtype, strict=False).drop_nulls()
+        failures.append(
+            (values.is_not_null() & ~values.is_in(allowed), "not one of the allowed values")
+        )
+    if spec.pattern is not None and values.dtype == pl.String:
+        failures.append(
+            (
+                ~values.str.contains(f"^(?:{spec.pattern})$"),
+                f"does not match pattern {spec.pattern!r}",
+            )
+        )
+    return failures
+
+
+def _bound(value: float | str, kind: str) -> object:
+    if kind == "date" and isinstance(value, str):
+        return pl.Series([value]).str.to_date(strict=False)[0]
+    if kind == "datetime" and isinstance(value, str):
+        return pl.Series([value]).str.to_datetime(strict=False, time_unit="us")[0]
+    return value
+
+
+def _split_rejected(
+    original: pl.DataFrame,
+    converted: pl.DataFrame,
+    problems: list[tuple[str, pl.Series, pl.Series]],
+) -> Checked:
+    any_invalid = problems[0][1]
+    for _, mask, _ in problems[1:]:
+        any_invalid = any_invalid | mask
+    column_name = pl.Series([None] * len(original), dtype=pl.String)
+    reason = pl.Series([None] * len(original), dtype=pl.String)
+    value = pl.Series([None] * len(original), dtype=pl.String)
+    # The first failing column in schema order names the row's fault.
+    for name, mask, reasons in reversed(problems):
+        column_name = pl.select(pl.when(mask).then(pl.lit(name)).otherwise(column_name)).to_series()
+        reason = pl.select(pl.when(mask).then(reasons).otherwise(reason)).to_series()
+        as_text = original[name].cast(pl.String, strict=False)
+        value = pl.select(pl.when(mask).then(as_text).otherwise(value)).to_series()
+    rejected = original.with_columns(
+        reason.alias(REASON), column_name.alias(COLUMN), value.alias(VALUE)
+    ).filter(any_invalid)
+    return Checked(converted.filter(~any_invalid), rejected)
+
+
+def _empty_rejected(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.clear().with_columns(
+        pl.lit(None, dtype=pl.String).alias(REASON),
+        pl.lit(None, dtype=pl.String).alias(COLUMN),
+        pl.lit(None, dtype=pl.String).alias(VALUE),
+    )

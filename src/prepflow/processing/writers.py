@@ -1,0 +1,273 @@
+"""Write processed rows (CSV, Parquet, JSON Lines; split and partitioned) and rejected rows.
+
+Writers append batch by batch, so memory stays flat. Every file is opened on its first row, so a
+split or partition without rows leaves no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prepflow.errors import ProcessingError
+from prepflow.processing.lines import is_line_mappable, record_start_lines
+from prepflow.processing.paths import REJECTED_FILE
+from prepflow.processing.readers import RECORD, Source, _open_binary
+from prepflow.processing.recipe import OutputOptions
+from prepflow.processing.validate import COLUMN, REASON, VALUE
+
+EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.large_string()),
+        ("record", pa.int64()),
+        ("stage", pa.large_string()),
+        ("column", pa.large_string()),
+        ("reason", pa.large_string()),
+        ("value", pa.large_string()),
+        ("row", pa.large_string()),
+    ]
+)
+
+
+@dataclass
+class _OpenFile:
+    path: Path
+    handle: IO[bytes] | None = None
+    parquet: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    rows: int = 0
+
+
+@dataclass
+class OutputWriter:
+    """Write one dataset: ``<base>.<ext>``, one file per split, each partition in a folder."""
+
+    folder: Path
+    options: OutputOptions
+    base_name: str
+    files: dict[tuple[str | None, str | None], _OpenFile] = field(default_factory=dict)
+
+    def write(self, frame: pl.DataFrame, split: str | None = None) -> None:
+        if frame.height == 0:
+            return
+        column = self.options.partition_by
+        if column is None:
+            self._append(frame, split, None)
+            return
+        for (value,), part in frame.partition_by(column, as_dict=True, maintain_order=True).items():
+            self._append(part, split, _partition_folder(column, value))
+
+    def ensure_file(self, columns: pl.Schema) -> None:
+        """Write an empty output with the columns when no row arrived (header-only input)."""
+        if not self.files:
+            visible = {name: dtype for name, dtype in columns.items() if not name.startswith("__")}
+            self._append(pl.DataFrame(schema=visible), None, None)
+
+    def close(self) -> list[dict[str, Any]]:
+        """Close every file; return name and row count of each, for the report."""
+        outputs = []
+        for entry in self.files.values():
+            if entry.parquet is not None:
+                entry.parquet.close()
+            if entry.handle is not None:
+                entry.handle.close()
+            outputs.append({"path": str(entry.path.relative_to(self.folder)), "rows": entry.rows})
+        return outputs
+
+    def abort(self) -> None:
+        """Close and delete every file, so a failed job leaves no partial output."""
+        with contextlib.suppress(Exception):
+            self.close()
+        for entry in self.files.values():
+            with contextlib.suppress(OSError):
+                entry.path.unlink()
+
+    def _append(self, frame: pl.DataFrame, split: str | None, partition: str | None) -> None:
+        key = (split, partition)
+        entry = self.files.get(key)
+        try:
+            if entry is None:
+                entry = self._open(split, partition)
+                self.files[key] = entry
+            self._write_rows(entry, frame)
+        except OSError as error:
+            target = entry.path if entry is not None else self.folder
+            raise ProcessingError(
+                f"cannot write {str(target)!r}: {error.strerror or error}; check that the "
+                "output folder is writable and has free space"
+            ) from error
+        entry.rows += frame.height
+
+    def _open(self, split: str | None, partition: str | None) -> _OpenFile:
+        name = (split or self.base_name) + EXTENSIONS[self.options.format]
+        if self.options.compression == "gzip" and self.options.format != "parquet":
+            name += ".gz"
+        folder = self.folder / partition if partition else self.folder
+        path = folder / name
+        # A per-file output keeps its input's subfolder, so the name may contain one.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _OpenFile(path)
+
+    def _write_rows(self, entry: _OpenFile, frame: pl.DataFrame) -> None:
+        if self.options.format == "parquet":
+            table = frame.to_arrow()
+            if entry.parquet is None:
+                entry.schema = table.schema
+                codec = "none" if self.options.compression == "none" else self.options.compression
+                entry.parquet = pq.ParquetWriter(entry.path, table.schema, compression=codec)
+            assert entry.schema is not None
+            entry.parquet.write_table(table.cast(entry.schema))
+            return
+        first = entry.handle is None
+        if entry.handle is None:
+            # The handle stays open across batches and close() closes it.
+            entry.handle = (
+                cast(IO[bytes], gzip.open(entry.path, "wb", compresslevel=6))  # noqa: SIM115
+                if self.options.compression == "gzip"
+                else entry.path.open("wb")
+            )
+        if self.options.format == "csv":
+            frame.write_csv(entry.handle, include_header=first)
+        else:
+            frame.write_ndjson(entry.handle)
+
+
+def _partition_folder(column: str, value: object) -> str:
+    # Hive-style folders (column=value), the layout Athena, Spark and polars read back.
+    text = "__null__" if value is None else str(value)
+    safe = "".join(c if c.isalnum() or c in "-_.~" else f"%{ord(c):02X}" for c in text)
+    return f"{column}={safe or '%00'}"
+
+
+class RejectedWriter:
+    """Collect rejected rows in a spill file; ``finish`` adds line numbers and writes CSV."""
+
+    def __init__(self, folder: Path | None, spill: Path) -> None:
+        self.folder = folder
+        self.spill = spill
+        self.writer: pq.ParquetWriter | None = None
+        self.count = 0
+        self.by_reason: dict[str, int] = {}
+
+    def add(self, frame: pl.DataFrame, source: Source, stage: str) -> None:
+        """Add rows that carry RECORD, REASON, COLUMN and VALUE beside their data columns."""
+        if frame.height == 0:
+            return
+        data = [name for name in frame.columns if not name.startswith("__")]
+        row = (
+            pl.struct([pl.col(name).cast(pl.String) for name in data]).struct.json_encode()
+            if data
+            else pl.lit("{}")
+        )
+        table = frame.select(
+            pl.lit(source.name).alias("source_file"),
+            pl.col(RECORD).cast(pl.Int64).alias("record"),
+            pl.lit(stage).alias("stage"),
+            pl.col(COLUMN).cast(pl.String).alias("column"),
+            pl.col(REASON).cast(pl.String).alias("reason"),
+            pl.col(VALUE).cast(pl.String).alias("value"),
+            row.alias("row"),
+        )
+        self._append(table)
+
+    def add_records(self, source: Source) -> None:
+        """Add the records the reader could not turn into rows (ragged rows, broken JSON)."""
+        if not source.bad_records:
+            return
+        table = pl.DataFrame(
+            {
+                "source_file": [source.name] * len(source.bad_records),
+                "record": [bad.record for bad in source.bad_records],
+                "stage": ["read"] * len(source.bad_records),
+                "column": [None] * len(source.bad_records),
+                "reason": [bad.reason for bad in source.bad_records],
+                "value": [None] * len(source.bad_records),
+                "row": [bad.text for bad in source.bad_records],
+            },
+            schema={
+                "source_file": pl.String,
+                "record": pl.Int64,
+                "stage": pl.String,
+                "column": pl.String,
+                "reason": pl.String,
+                "value": pl.String,
+                "row": pl.String,
+            },
+        )
+        self._append(table)
+
+    def _append(self, table: pl.DataFrame) -> None:
+        reasons = table.group_by("reason").len()
+        for reason, count in reasons.iter_rows():
+            kind = _reason_kind(reason)
+            self.by_reason[kind] = self.by_reason.get(kind, 0) + count
+        self.count += table.height
+        arrow = table.to_arrow().cast(REJECTED_SCHEMA)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.spill, REJECTED_SCHEMA)
+        self.writer.write_table(arrow)
+
+    def finish(self, sources: list[Source], quote: str | None, header: bool) -> str | None:
+        """Write ``rejected.csv`` with line numbers; return its name, or None without rows."""
+        if self.writer is None:
+            return None
+        self.writer.close()
+        if self.folder is None:
+            return None
+        rejected = pl.read_parquet(self.spill)
+        lines = _line_numbers(rejected, sources, quote, header)
+        rejected = rejected.join(lines, on=["source_file", "record"], how="left")
+        ordered = rejected.sort(["source_file", "record"], maintain_order=True).select(
+            "source_file", "line", "record", "stage", "column", "reason", "value", "row"
+        )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ordered.write_csv(self.folder / REJECTED_FILE)
+        return REJECTED_FILE
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the report: drop the part after the first colon (a parser message)."""
+    return reason.split(":", 1)[0]
+
+
+def _line_numbers(
+    rejected: pl.DataFrame, sources: list[Source], quote: str | None, header: bool
+) -> pl.DataFrame:
+    rows: list[tuple[str, int, int | None]] = []
+    for source in sources:
+        records = (
+            rejected.filter(pl.col("source_file") == source.name)["record"].drop_nulls().unique()
+        )
+        if records.is_empty():
+            continue
+        mapping = _map_records(source, records.to_list(), quote, header)
+        rows += [(source.name, record, mapping.get(record)) for record in records.to_list()]
+    return pl.DataFrame(
+        rows, schema={"source_file": pl.String, "record": pl.Int64, "line": pl.Int64}, orient="row"
+    )
+
+
+def _map_records(
+    source: Source, records: list[int], quote: str | None, header: bool
+) -> dict[int, int]:
+    if source.format == "jsonl":
+        return {record: record for record in records}
+    if source.format != "csv" or not is_line_mappable(source.encoding):
+        return {}
+    with _open_binary(source) as file:
+        chunks = iter(lambda: file.read(16 << 20), b"")
+        return record_start_lines(chunks, records, quote=quote, header=header)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
