@@ -92,6 +92,16 @@ def main_options(
 # -- run ----------------------------------------------------------------------------------------
 
 
+RecipeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Recipe YAML for the built-in step; it is validated before anything is uploaded",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -107,14 +117,7 @@ def run(
             dir_okay=False,
         ),
     ] = None,
-    recipe: Annotated[
-        Path | None,
-        typer.Option(
-            help="Recipe YAML for the built-in step (validated before any upload)",
-            exists=True,
-            dir_okay=False,
-        ),
-    ] = None,
+    recipe: RecipeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     instance_type: Annotated[
         str | None, typer.Option(help="Processing instance type [env: PROCESSING_INSTANCE_TYPE]")
@@ -244,6 +247,7 @@ def invoke(
     output_uri: Annotated[
         str | None, typer.Option("--output", help="Manual request: s3:// URI for the output")
     ] = None,
+    recipe: RecipeOption = None,
     wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     timeout: Annotated[
@@ -253,7 +257,10 @@ def invoke(
     """Send one trigger event, or a manual request, to the orchestrator."""
     context: Context = ctx.obj
     payload = _invoke_payload(event, event_file, input_uri, output_uri)
-    local = build_local_app(_setup(context))
+    settings = _setup(context)
+    local = build_local_app(settings)
+    if recipe is not None:
+        local.orchestrator.step = upload_recipe(local.store, settings, recipe)
     outcomes = []
     for one_event in _events_of(payload):
         outcomes += local.orchestrator.handle(one_event).outcomes
@@ -313,12 +320,16 @@ def watch(
             help="Process what is waiting (after it settles), wait for those jobs, then exit"
         ),
     ] = False,
+    recipe: RecipeOption = None,
 ) -> None:
     """Process every file that appears under the raw-data bucket's input prefix."""
     from prepflow.local.watch import Watcher
 
     context: Context = ctx.obj
-    local = build_local_app(_setup(context, default_level="INFO"))
+    settings = _setup(context, default_level="INFO")
+    local = build_local_app(settings)
+    if recipe is not None:
+        local.orchestrator.step = upload_recipe(local.store, settings, recipe)
     watcher = Watcher(local, interval_seconds=interval, settle_seconds=settle)
     if once:
         results = watcher.scan_once()

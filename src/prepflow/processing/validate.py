@@ -102,20 +102,31 @@ class SchemaValidator:
 
         original = frame
         problems: list[tuple[str, pl.Series, pl.Series]] = []
+        blanked: dict[str, pl.Series] = {}
         converted: dict[str, pl.Series] = {}
         for name, spec in self.specs.items():
             values, invalid, reasons = _convert(frame[name], spec, self.options)
             invalid, reasons = self._check_unique(name, spec, values, invalid, reasons)
             if spec.on_invalid == "set_missing":
-                self.counts.set_missing[name] += int(invalid.sum())
-                values = values.set(invalid, None) if invalid.any() else values
+                if invalid.any():
+                    blanked[name] = invalid
+                    values = values.set(invalid, None)
             elif invalid.any():
                 problems.append((name, invalid, reasons))
             converted[name] = values
         frame = frame.with_columns(list(converted.values()))
-        if not problems:
-            return Checked(frame, _empty_rejected(original))
-        return _split_rejected(original, frame, problems)
+        checked = (
+            _split_rejected(original, frame, problems)
+            if problems
+            else Checked(frame, _empty_rejected(original))
+        )
+        # Count values set missing only in rows that pass, so no row is counted twice.
+        kept = _any(problems).not_() if problems else None
+        for name, mask in blanked.items():
+            self.counts.set_missing[name] += int(
+                (mask & kept).sum() if kept is not None else mask.sum()
+            )
+        return checked
 
     def _apply_missing_tokens(self, frame: pl.DataFrame) -> pl.DataFrame:
         expressions = []
@@ -318,9 +329,7 @@ def _split_rejected(
     converted: pl.DataFrame,
     problems: list[tuple[str, pl.Series, pl.Series]],
 ) -> Checked:
-    any_invalid = problems[0][1]
-    for _, mask, _ in problems[1:]:
-        any_invalid = any_invalid | mask
+    any_invalid = _any(problems)
     column_name = pl.Series([None] * len(original), dtype=pl.String)
     reason = pl.Series([None] * len(original), dtype=pl.String)
     value = pl.Series([None] * len(original), dtype=pl.String)
@@ -334,6 +343,13 @@ def _split_rejected(
         reason.alias(REASON), column_name.alias(COLUMN), value.alias(VALUE)
     ).filter(any_invalid)
     return Checked(converted.filter(~any_invalid), rejected)
+
+
+def _any(problems: list[tuple[str, pl.Series, pl.Series]]) -> pl.Series:
+    combined = problems[0][1]
+    for _, mask, _ in problems[1:]:
+        combined = combined | mask
+    return combined
 
 
 def _empty_rejected(frame: pl.DataFrame) -> pl.DataFrame:
