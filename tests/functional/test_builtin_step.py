@@ -171,7 +171,7 @@ def test_good_file_skips_diagnosis(tmp_path, monkeypatch):
     def fail(source):
         raise AssertionError(f"diagnosis ran on a good file: {source}")
 
-    monkeypatch.setattr(writers, "record_start_lines", fail)
+    monkeypatch.setattr(writers, "map_record_lines", fail)
     monkeypatch.setattr(readers, "find_undecodable_line", fail)
     source = tmp_path / "good.csv"
     source.write_text("id,name\n1,Ana\n2,Bo\n")

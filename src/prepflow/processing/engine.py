@@ -110,7 +110,7 @@ class Engine:
         else:
             self._run_dataset(sources, self.recipe.output.name)
         self.result.rejected_file = self.rejected.finish(
-            sources, self.recipe.input.quote, self.recipe.input.header
+            sources, self.recipe.input.quote, self.recipe.input.delimiter
         )
         self.result.rows_rejected = self.rejected.count
         self.result.rejected_reasons = dict(self.rejected.by_reason)
@@ -225,7 +225,7 @@ class Engine:
         rows = 0
         rejected_before = self.rejected.count
         checked_columns = False
-        for batch in readers.read_batches(source, self.recipe.input):
+        for batch in readers.prefetched(readers.read_batches(source, self.recipe.input)):
             if not checked_columns:
                 self.validator.check_columns(batch.columns, source.name)
                 checked_columns = True
@@ -235,6 +235,7 @@ class Engine:
             yield checked.good
         self.rejected.add_records(source)
         rows += len(source.bad_records)
+        source.records_total = rows + (1 if self.recipe.input.header else 0)
         self.result.rows_in += rows
         self.result.sources.append(
             {

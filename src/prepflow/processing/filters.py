@@ -121,7 +121,10 @@ def to_expression(node: Node) -> pl.Expr:
     if isinstance(node, MissingTest):
         return column.is_not_null() if node.negated else column.is_null()
     if isinstance(node, Membership):
-        inside = column.is_in(list(node.values))
+        # Equality per value, because is_in needs the list and the column to share a type.
+        inside = pl.any_horizontal(
+            [(column == pl.lit(value)).fill_null(False) for value in node.values]
+        )
         return (~inside if node.negated else inside) & column.is_not_null()
     compare = getattr(column, node.operator)
     result: pl.Expr = compare(pl.lit(node.value))

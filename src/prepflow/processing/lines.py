@@ -7,6 +7,8 @@ back to the physical line where each record starts. It runs only when some rows 
 
 from __future__ import annotations
 
+import codecs
+import csv
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -19,6 +21,8 @@ CARRIAGE_RETURN = 0x0D
 
 def find_undecodable_line(file: IO[bytes], encoding: str) -> str | None:
     """Describe the first line that ``encoding`` cannot decode, or return None."""
+    if not is_line_mappable(encoding):
+        return _find_undecodable_offset(file, encoding)
     offset = 0
     # Splitting at 0x0A is safe for UTF-8 and the single-byte code pages, where that byte is
     # always a line feed and never part of a longer sequence.
@@ -37,12 +41,34 @@ def find_undecodable_line(file: IO[bytes], encoding: str) -> str | None:
     return None
 
 
+def _find_undecodable_offset(file: IO[bytes], encoding: str) -> str | None:
+    """Describe the first undecodable bytes of an encoding whose line breaks are not 0x0A."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    for chunk in iter(lambda: file.read(1 << 20), b""):
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            return (
+                f"the data is not valid {encoding}: bytes near byte offset {offset} of the file "
+                f"cannot be decoded ({error.reason}); save the file in the declared encoding"
+            )
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        return f"the data is not valid {encoding}: it ends inside a character ({error.reason})"
+    return None
+
+
 def is_line_mappable(encoding: str | None) -> bool:
     """Tell whether line feeds and quotes are single ASCII bytes in ``encoding``."""
     if encoding is None:
         return False
     try:
-        return '\n,"\r'.encode(encoding) == b'\n,"\r'
+        name = codecs.lookup(encoding).name
+        # utf-8-sig writes a byte order mark first, but its other bytes are UTF-8.
+        return '\n,"\r'.encode("utf-8" if name == "utf-8-sig" else name) == b'\n,"\r'
     except (LookupError, UnicodeEncodeError):
         return False
 
@@ -54,36 +80,75 @@ def record_start_lines(
 
     A record ends at a line feed, or a carriage return not followed by one, outside quotes.
     Quote state follows the parity of quote bytes, which doubled quotes ("") do not change.
+    Record numbers past the end of the data are left out.
     """
-    wanted = np.unique(np.fromiter(records, dtype=np.int64))
     del header  # the header is record 1 when present, which the numbering already includes
-    if wanted.size == 0:
-        return {}
-    quote_byte = ord(quote) if quote else -1
-    scanner = _RecordScanner(quote_byte)
+    numbers, lines, _ = map_record_lines(chunks, np.fromiter(records, dtype=np.int64), quote=quote)
+    return dict(zip(numbers.tolist(), lines.tolist(), strict=True))
+
+
+def map_record_lines(
+    chunks: Iterable[bytes], records: np.ndarray[Any, Any], *, quote: str | None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
+    """Return the sorted distinct record numbers found, the start line of each, and the total
+    number of records the scan found.
+
+    Memory grows with the number of records asked for, not with the size of the data. A quote
+    inside an unquoted field (``5" pipe``) is a literal character to a CSV reader but flips the
+    quote parity here; compare the total with the reader's count and, when they differ, use
+    ``map_record_lines_exactly``.
+    """
+    wanted = np.unique(records)
+    scanner = _RecordScanner(ord(quote) if quote else -1, wanted)
     for chunk in chunks:
         scanner.feed(np.frombuffer(chunk, dtype=np.uint8))
     scanner.finish()
-    starts = scanner.record_lines()
-    found: dict[int, int] = {}
-    for record in wanted.tolist():
-        if 1 <= record <= starts.size:
-            found[record] = int(starts[record - 1])
-    return found
+    numbers, lines = scanner.result()
+    return numbers, lines, scanner.records_seen
+
+
+def map_record_lines_exactly(
+    file: IO[str], records: np.ndarray[Any, Any], *, delimiter: str, quote: str | None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Map record numbers to start lines with Python's csv module: exact but slow (tens of
+    MB/s), for files where the fast scan and the reader disagree.
+    """
+    wanted = set(np.unique(records).tolist())
+    reader = csv.reader(
+        file,
+        delimiter=delimiter,
+        quotechar=quote or '"',
+        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+    )
+    numbers: list[int] = []
+    lines: list[int] = []
+    record = 0
+    start_line = 1
+    for row in reader:
+        if row:  # a blank line is no record, for pyarrow as for csv
+            record += 1
+            if record in wanted:
+                numbers.append(record)
+                lines.append(start_line)
+        start_line = reader.line_num + 1
+    return np.array(numbers, dtype=np.int64), np.array(lines, dtype=np.int64)
 
 
 class _RecordScanner:
     """Collect, chunk by chunk, the start line of every non-blank record."""
 
-    def __init__(self, quote_byte: int) -> None:
+    def __init__(self, quote_byte: int, wanted: np.ndarray[Any, Any]) -> None:
         self.quote_byte = quote_byte
+        self.wanted = wanted
+        self.records_seen = 0
+        self.found_records: list[np.ndarray[Any, Any]] = []
+        self.found_lines: list[np.ndarray[Any, Any]] = []
         self.inside_quotes = False
         self.lines_before = 0  # line breaks seen before the current chunk
         self.record_has_content = False
         self.current_start_line = 1
         # A carriage return that ends a chunk waits for the next byte: CRLF is one break.
         self.held = np.empty(0, np.uint8)
-        self.starts: list[np.ndarray[Any, Any]] = []
 
     def feed(self, data: np.ndarray[Any, Any], *, last: bool = False) -> None:
         if self.held.size:
@@ -117,7 +182,7 @@ class _RecordScanner:
             has_content[0] = True
             start_lines[0] = self.current_start_line
         if outside.size:
-            self.starts.append(start_lines[has_content])
+            self._keep(start_lines[has_content])
             self.record_has_content = False
         tail = np.searchsorted(content, outside[-1] + 1) if outside.size else 0
         if not self.record_has_content and tail < content.size:
@@ -131,11 +196,24 @@ class _RecordScanner:
     def finish(self) -> None:
         self.feed(np.empty(0, np.uint8), last=True)
         if self.record_has_content:
-            self.starts.append(np.array([self.current_start_line], dtype=np.int64))
+            self._keep(np.array([self.current_start_line], dtype=np.int64))
             self.record_has_content = False
 
-    def record_lines(self) -> np.ndarray[Any, Any]:
-        return np.concatenate(self.starts) if self.starts else np.empty(0, np.int64)
+    def result(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        if not self.found_records:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(self.found_records), np.concatenate(self.found_lines)
+
+    def _keep(self, start_lines: np.ndarray[Any, Any]) -> None:
+        """Keep the start lines of the wanted records among the next ``len(start_lines)``."""
+        first = self.records_seen + 1
+        self.records_seen += start_lines.size
+        low = np.searchsorted(self.wanted, first)
+        high = np.searchsorted(self.wanted, self.records_seen, side="right")
+        if high > low:
+            numbers = self.wanted[low:high]
+            self.found_records.append(numbers)
+            self.found_lines.append(start_lines[numbers - first])
 
     def _line_breaks(self, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Positions of line feeds, and of carriage returns not followed by a line feed."""

@@ -1,8 +1,9 @@
 """Per-column statistics for the report, gathered batch by batch in bounded memory.
 
-Counts, missing values, min, max, mean and standard deviation are exact. Quantiles and
+Counts, missing values, min and max are exact; mean and standard deviation are exact up to
+floating-point rounding. Quantiles and
 histograms come from a uniform random sample of up to SAMPLE_ROWS rows (the rows with the
-smallest random keys). Distinct counts are exact up to SKETCH_SIZE values and estimated above
+smallest random keys). Distinct counts are exact below SKETCH_SIZE values and estimated above
 that from the SKETCH_SIZE smallest hashes (a k-minimum-values sketch). Top values are exact
 while a column has at most TOP_TRACK_LIMIT distinct values, and come from the sample after.
 """
@@ -10,6 +11,7 @@ while a column has at most TOP_TRACK_LIMIT distinct values, and come from the sa
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,8 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
            pl.Float32, pl.Float64)  # fmt: skip
 SAMPLE_KEY = "__sample_key"
+# Rows profiled together: fewer, larger polars queries cost less than one per batch.
+CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -34,11 +38,28 @@ class _Column:
     missing: int = 0
     minimum: Any = None
     maximum: Any = None
-    total: float = 0.0
-    total_squares: float = 0.0
+    # Running mean and sum of squared deviations (M2) of the finite numeric values.
+    mean: float = 0.0
+    squared_deviations: float = 0.0
     numeric_count: int = 0
     hashes: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, np.uint64))
-    counts: dict[Any, int] | None = field(default_factory=dict)
+    # Exact value counts, until the column has more than TOP_TRACK_LIMIT distinct values.
+    tracking_top: bool = True
+    top: pl.DataFrame | None = None
+
+    def merge_moments(self, count: int, mean: float, squared_deviations: float) -> None:
+        """Combine this chunk's mean and M2 with the running ones (Chan et al., 1979).
+
+        Summing x and x squared instead would lose all precision for values such as epoch
+        milliseconds, where the spread is tiny next to the magnitude.
+        """
+        total = self.numeric_count + count
+        delta = mean - self.mean
+        self.mean += delta * count / total
+        self.squared_deviations += (
+            squared_deviations + delta * delta * self.numeric_count * count / total
+        )
+        self.numeric_count = total
 
 
 class Profiler:
@@ -49,14 +70,42 @@ class Profiler:
         self.sample: pl.DataFrame | None = None
         self.rows = 0
         self.random = np.random.default_rng(seed)
+        self.sample_threshold = 1.0
+        self.pending: list[pl.DataFrame] = []
+        self.pending_rows = 0
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile")
+        self.running: Future[None] | None = None
 
     def add(self, frame: pl.DataFrame) -> None:
+        """Queue a batch; batches are profiled in groups of CHUNK_ROWS to save per-call costs."""
         data = frame.select([name for name in frame.columns if not name.startswith("__")])
-        if data.width == 0 and frame.height == 0:
+        self.pending.append(data)
+        self.pending_rows += data.height
+        if self.pending_rows >= CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Profile the queued batches on the worker thread, which overlaps reading and writing.
+
+        polars releases the GIL while it computes, so the thread uses a second core.
+        """
+        if not self.pending:
             return
+        data = pl.concat(self.pending, how="diagonal_relaxed")
+        self.pending, self.pending_rows = [], 0
+        if self.running is not None:
+            self.running.result()
+        self.running = self.worker.submit(self._profile, data)
+
+    def _profile(self, data: pl.DataFrame) -> None:
         self.rows += data.height
-        for name in data.columns:
-            self._add_column(name, data[name])
+        if data.width == 0 or data.height == 0:
+            for name, dtype in data.schema.items():
+                self.columns.setdefault(name, _Column(dtype=str(dtype)))
+            return
+        self._add_aggregates(data)
+        self._add_hashes(data)
+        self._add_counts(data)
         self._add_sample(data)
 
     def ensure_columns(self, schema: pl.Schema) -> None:
@@ -65,38 +114,94 @@ class Profiler:
                 self.columns.setdefault(name, _Column(dtype=str(dtype)))
 
     def summary(self) -> dict[str, dict[str, Any]]:
+        self.flush()
+        if self.running is not None:
+            self.running.result()
+        self.worker.shutdown()
         return {name: self._summarize(name, column) for name, column in self.columns.items()}
 
-    def _add_column(self, name: str, series: pl.Series) -> None:
-        column = self.columns.setdefault(name, _Column())
-        if series.dtype != pl.Null:
-            column.dtype = str(series.dtype)
-        column.count += series.len()
-        column.missing += series.null_count()
-        present = series.drop_nulls()
-        if present.is_empty():
+    def _add_aggregates(self, data: pl.DataFrame) -> None:
+        """Add counts, min, max and sums of every column, computed in one polars query."""
+        expressions: list[pl.Expr] = []
+        for name, dtype in data.schema.items():
+            column = pl.col(name)
+            expressions.append(column.null_count().alias(f"{name}\0missing"))
+            if dtype not in (pl.List, pl.Struct, pl.Object, pl.Null):
+                expressions += [
+                    column.min().alias(f"{name}\0min"),
+                    column.max().alias(f"{name}\0max"),
+                ]
+            if dtype in NUMERIC:
+                values = column.cast(pl.Float64)
+                finite = values.filter(values.is_finite())
+                expressions += [
+                    finite.mean().alias(f"{name}\0mean"),
+                    (finite.var(ddof=0) * finite.count()).alias(f"{name}\0squares"),
+                    finite.count().alias(f"{name}\0finite"),
+                ]
+        found = data.select(expressions).row(0, named=True)
+        for name, dtype in data.schema.items():
+            entry = self.columns.setdefault(name, _Column())
+            if dtype != pl.Null:
+                entry.dtype = str(dtype)
+            entry.count += data.height
+            entry.missing += found[f"{name}\0missing"]
+            low, high = found.get(f"{name}\0min"), found.get(f"{name}\0max")
+            if low is not None:
+                entry.minimum = low if entry.minimum is None else min(entry.minimum, low)
+            if high is not None:
+                entry.maximum = high if entry.maximum is None else max(entry.maximum, high)
+            if found.get(f"{name}\0finite"):
+                entry.merge_moments(
+                    found[f"{name}\0finite"], found[f"{name}\0mean"], found[f"{name}\0squares"]
+                )
+
+    def _add_hashes(self, data: pl.DataFrame) -> None:
+        """Merge each column's smallest value hashes into its sketch, in one polars query."""
+        expressions = []
+        for name in data.columns:
+            hashes = pl.col(name).drop_nulls().hash(seed=0)
+            sketch = self.columns[name].hashes
+            if sketch.size >= SKETCH_SIZE:
+                # Only hashes below the current k-th smallest can change the sketch.
+                hashes = hashes.filter(hashes < int(sketch[-1]))
+            expressions.append(hashes.unique().bottom_k(SKETCH_SIZE).implode().alias(name))
+        found = data.select(expressions).row(0, named=True)
+        for name, values in found.items():
+            column = self.columns[name]
+            if values:
+                merged = np.union1d(column.hashes, np.array(values, dtype=np.uint64))
+                column.hashes = merged[:SKETCH_SIZE]
+
+    def _add_counts(self, data: pl.DataFrame) -> None:
+        """Add exact value counts of the columns that still have few distinct values."""
+        tracked = [name for name in data.columns if self.columns[name].tracking_top]
+        if not tracked:
             return
-        if series.dtype in NUMERIC:
-            values = present.cast(pl.Float64)
-            finite = values.filter(values.is_finite())
-            column.total += float(finite.sum())
-            column.total_squares += float((finite * finite).sum())
-            column.numeric_count += finite.len()
-        if series.dtype not in (pl.List, pl.Struct, pl.Object):
-            low, high = present.min(), present.max()
-            column.minimum = low if column.minimum is None else min(column.minimum, low)
-            column.maximum = high if column.maximum is None else max(column.maximum, high)
-        hashes = present.hash(seed=0).unique().to_numpy()
-        merged = np.union1d(column.hashes, hashes)
-        column.hashes = merged[:SKETCH_SIZE] if merged.size > SKETCH_SIZE else merged
-        if column.counts is not None:
-            for value, count in present.value_counts().iter_rows():
-                column.counts[value] = column.counts.get(value, 0) + count
-            if len(column.counts) > TOP_TRACK_LIMIT:
-                column.counts = None
+        found = data.select(
+            [pl.col(name).drop_nulls().value_counts(name="count").implode() for name in tracked]
+        ).row(0, named=True)
+        for name in tracked:
+            column = self.columns[name]
+            counts = pl.DataFrame(found[name]).rename({name: "value"}) if found[name] else None
+            if counts is None:
+                continue
+            if column.top is not None:
+                counts = pl.concat([column.top, counts], how="vertical_relaxed")
+                counts = counts.group_by("value").agg(pl.col("count").sum())
+            if counts.height > TOP_TRACK_LIMIT:
+                column.tracking_top, column.top = False, None
+            else:
+                column.top = compact(counts)
 
     def _add_sample(self, data: pl.DataFrame) -> None:
         keys = self.random.random(data.height)
+        if self.sample is not None and self.sample.height >= SAMPLE_ROWS:
+            # Rows with a key above the sample's largest key would be dropped at once.
+            chosen = keys < self.sample_threshold
+            if not chosen.any():
+                return
+            data, keys = data.filter(pl.Series(chosen)), keys[chosen]
         keyed = data.with_columns(pl.Series(SAMPLE_KEY, keys))
         combined = (
             keyed
@@ -105,7 +210,9 @@ class Profiler:
         )
         if combined.height > SAMPLE_ROWS:
             combined = combined.sort(SAMPLE_KEY).head(SAMPLE_ROWS)
-        self.sample = combined
+        self.sample = compact(combined)
+        if combined.height >= SAMPLE_ROWS:
+            self.sample_threshold = float(combined[SAMPLE_KEY].max())  # type: ignore[arg-type]
 
     def _summarize(self, name: str, column: _Column) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -120,10 +227,8 @@ class Profiler:
             "histogram": None,
         }
         if column.numeric_count:
-            mean = column.total / column.numeric_count
-            variance = max(column.total_squares / column.numeric_count - mean * mean, 0.0)
-            result["mean"] = mean
-            result["std"] = math.sqrt(variance)
+            result["mean"] = column.mean
+            result["std"] = math.sqrt(column.squared_deviations / column.numeric_count)
         distinct, exact = _distinct(column.hashes)
         result["distinct"] = distinct
         result["distinct_exact"] = exact
@@ -137,7 +242,7 @@ class Profiler:
                 counts, edges = np.histogram(values.to_numpy(), bins=HISTOGRAM_BINS)
                 result["histogram"] = {"edges": edges.tolist(), "counts": counts.tolist()}
         result["top_values"] = self._top_values(column, sample)
-        result["top_values_exact"] = column.counts is not None
+        result["top_values_exact"] = column.tracking_top
         return result
 
     def _sample_of(self, name: str) -> pl.Series | None:
@@ -146,10 +251,11 @@ class Profiler:
         return self.sample[name].drop_nulls()
 
     def _top_values(self, column: _Column, sample: pl.Series | None) -> list[dict[str, Any]]:
-        if column.counts is not None:
-            ranked = sorted(column.counts.items(), key=lambda item: (-item[1], str(item[0])))
+        if column.tracking_top and column.top is not None:
+            ranked = column.top.sort(["count", "value"], descending=[True, False], nulls_last=True)
             return [
-                {"value": _plain(value), "count": count} for value, count in ranked[:TOP_VALUES]
+                {"value": _plain(value), "count": count}
+                for value, count in ranked.head(TOP_VALUES).iter_rows()
             ]
         if sample is None or sample.is_empty():
             return []
@@ -158,6 +264,18 @@ class Profiler:
             {"value": _plain(value), "count": count, "estimated": True}
             for value, count in counts.iter_rows()
         ]
+
+
+def compact(frame: pl.DataFrame) -> pl.DataFrame:
+    """Copy a frame's values into buffers of its own.
+
+    polars' string columns are views into the buffers of the batch they came from, so a few
+    rows kept from each batch would otherwise keep every batch in memory.
+    """
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    copied = pl.from_arrow(table)
+    assert isinstance(copied, pl.DataFrame)
+    return copied
 
 
 def _distinct(hashes: np.ndarray[Any, Any]) -> tuple[int, bool]:

@@ -15,6 +15,8 @@ import codecs
 import gzip
 import io
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,8 @@ class Source:
     compression: str | None
     encoding: str | None
     bad_records: list[BadRecord] = field(default_factory=list)
+    # Records the reader met, header included; set when the file has been read.
+    records_total: int = 0
 
     @property
     def plain_name(self) -> str:
@@ -100,6 +104,49 @@ def read_batches(source: Source, options: InputOptions) -> Iterator[pl.DataFrame
         yield from _read_json_lines(source)
     else:
         yield from _read_json_array(source)
+
+
+def prefetched(batches: Iterator[pl.DataFrame], depth: int = 2) -> Iterator[pl.DataFrame]:
+    """Read ahead on a thread, so parsing the next batch overlaps work on the current one.
+
+    pyarrow releases the GIL while it parses. At most ``depth`` batches wait in memory, and
+    an error in the reader is raised here, at the batch where it happened.
+    """
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        # Gives up once the consumer stopped, so the thread never blocks on a full queue.
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(("batch", batch)):
+                    return
+            put(("end", None))
+        except BaseException as error:
+            put(("error", error))
+
+    thread = threading.Thread(target=produce, name="reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = buffer.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _read_head(path: Path) -> bytes:
@@ -397,7 +444,7 @@ def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
         value = json.loads(raw.decode(source.encoding or "utf-8").lstrip("\ufeff"))
     except UnicodeDecodeError as error:
         problem = find_undecodable_line(io.BytesIO(raw), source.encoding or "utf-8")
-        raise ProcessingError(f"cannot read {source.name!r}: {problem}") from error
+        raise ProcessingError(f"cannot read {source.name!r}: {problem or error}") from error
     except json.JSONDecodeError as error:
         raise ProcessingError(
             f"cannot read {source.name!r} as JSON: {error.msg} at line {error.lineno}, column "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -66,8 +67,8 @@ class InputOptions(_Model):
             return codecs.lookup(value).name
         except LookupError:
             raise ValueError(
-                f"unknown encoding {value!r}; use a Python codec name such as utf-8, cp1252 "
-                "or latin-1"
+                f"unknown encoding {_short(value)}; use a Python codec name such as utf-8, "
+                "cp1252 or latin-1"
             ) from None
 
     @field_validator("delimiter", "quote")
@@ -121,7 +122,8 @@ class ColumnSpec(_Model):
         if self.type in NUMERIC_TYPES:
             for name in ("min", "max"):
                 if isinstance(getattr(self, name), str):
-                    raise ValueError(f"{name} of a {self.type} column must be a number")
+                    article = "an" if self.type == "int" else "a"
+                    raise ValueError(f"{name} of {article} {self.type} column must be a number")
         if self.min is not None and self.max is not None and _greater(self.min, self.max):
             raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
         return self
@@ -320,6 +322,8 @@ class OutputOptions(_Model):
             raise ValueError(f"{self.compression} compression is for parquet; use gzip or none")
         if self.per_file and self.split is not None:
             raise ValueError("split needs the files combined; remove per_file or split")
+        if self.split is not None and self.split.stratify == self.partition_by is not None:
+            raise ValueError("stratify and partition_by name the same column")
         return self
 
 
@@ -345,13 +349,6 @@ class Recipe(_Model):
     artifacts: ArtifactsOptions = Field(default_factory=ArtifactsOptions)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _output_columns_known(self) -> Recipe:
-        split = self.output.split
-        if split is not None and split.stratify and split.stratify == self.output.partition_by:
-            raise ValueError("stratify and partition_by name the same column")
-        return self
 
     def needs_fitting(self) -> bool:
         return self.artifacts.apply is None and any(
@@ -389,12 +386,20 @@ def load_recipe(path: Path) -> Recipe:
 
 def parse_recipe(text: str | bytes, *, source: str = "recipe") -> Recipe:
     """Validate recipe text (YAML, so JSON too)."""
+    if isinstance(text, bytes):
+        raw = text
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            raise RecipeError(
+                f"{source} is not UTF-8 text: byte 0x{raw[error.start]:02X} on line {line} "
+                "cannot be decoded; save the recipe as UTF-8"
+            ) from error
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise RecipeError(f"{source} is not valid YAML: {_yaml_problem(error)}") from error
-    except UnicodeDecodeError as error:
-        raise RecipeError(f"{source} is not UTF-8 text: {error}") from error
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -421,7 +426,10 @@ def _describe(error: ValidationError, source: str) -> str:
     for item in error.errors(include_url=False):
         where = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message} (got {_short(item.get('input'))})")
+        shown = _short(item.get("input"))
+        # Validators that quote the value already say what they got.
+        suffix = "" if shown in message else f" (got {shown})"
+        lines.append(f"  {where}: {message}{suffix}")
     return "\n".join(lines)
 
 
@@ -442,8 +450,18 @@ def _field_path(location: tuple[int | str, ...]) -> str:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    # reprlib stops early, so a huge value (YAML aliases can expand to gigabytes) stays cheap.
+    return _SHORT_REPR.repr(value)
+
+
+def _short_repr() -> reprlib.Repr:
+    shortener = reprlib.Repr()  # Python 3.11's Repr takes no keyword arguments
+    shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, 60, 60
+    shortener.maxlist, shortener.maxdict = 6, 6
+    return shortener
+
+
+_SHORT_REPR = _short_repr()
 
 
 def _greater(low: float | str, high: float | str) -> bool:

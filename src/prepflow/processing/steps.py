@@ -32,6 +32,7 @@ from prepflow.processing.recipe import (
     Scale,
     Step,
 )
+from prepflow.processing.seen import SeenValues
 from prepflow.processing.validate import COLUMN, REASON, VALUE, json_problems, parse_temporal
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -117,7 +118,7 @@ class StepRunner:
         self.step = step
         self.params = params
         self.timestamp = timestamp
-        self.seen_keys = pl.Series("seen", [], dtype=pl.UInt64)
+        self.seen_keys = SeenValues()
 
     # Batches ---------------------------------------------------------------------------------
 
@@ -279,11 +280,7 @@ class StepRunner:
     def _deduplicate(self, frame: pl.DataFrame) -> Outcome:
         assert isinstance(self.step, Deduplicate)
         keys = self.step.keys or data_columns(frame.columns)
-        # NOTE: rows are compared by a 64-bit hash of their keys, so two different keys with the
-        # same hash (about 1 in 10^11 pairs at a billion rows) would count as duplicates.
-        hashes = frame.select(pl.struct(keys).hash(seed=0)).to_series()
-        first = hashes.is_first_distinct() & ~hashes.is_in(self.seen_keys)
-        self.seen_keys = pl.concat([self.seen_keys, hashes.filter(first)])
+        first = self.seen_keys.first_occurrences(frame.select(keys))
         return Outcome(
             frame.filter(first), removed=_with_reason(frame.filter(~first), self.reason())
         )

@@ -17,6 +17,7 @@ import polars as pl
 from prepflow.errors import ProcessingError
 from prepflow.processing.readers import RECORD
 from prepflow.processing.recipe import ColumnSpec, InputOptions, Recipe
+from prepflow.processing.seen import SeenValues
 
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
@@ -66,11 +67,7 @@ class SchemaValidator:
         self.options: InputOptions = recipe.input
         self.specs = recipe.columns_schema.columns
         self.counts = ValidationCounts()
-        self.seen: dict[str, pl.Series] = {
-            name: pl.Series(name, [], dtype=POLARS_TYPES[spec.type])
-            for name, spec in self.specs.items()
-            if spec.unique
-        }
+        self.seen = {name: SeenValues() for name, spec in self.specs.items() if spec.unique}
 
     def check_columns(self, columns: list[str], source_name: str) -> None:
         """Raise before any row is read when the file's columns cannot meet the schema."""
@@ -163,10 +160,9 @@ class SchemaValidator:
     ) -> tuple[pl.Series, pl.Series]:
         if not spec.unique:
             return invalid, reasons
-        present = values.is_not_null() & ~invalid
-        repeated = (
-            values.is_in(self.seen[name]) | values.is_duplicated() & ~values.is_first_distinct()
-        ) & present
+        # Invalid values are not remembered, so a later valid copy is not a repeat.
+        candidates = values.set(invalid, None) if invalid.any() else values
+        repeated = ~self.seen[name].first_occurrences(candidates)
         if repeated.any():
             reasons = pl.select(
                 pl.when(repeated)
@@ -174,8 +170,6 @@ class SchemaValidator:
                 .otherwise(reasons)
             ).to_series()
             invalid = invalid | repeated
-        fresh = values.filter(present & ~repeated)
-        self.seen[name] = pl.concat([self.seen[name], fresh.cast(self.seen[name].dtype)])
         return invalid, reasons
 
 

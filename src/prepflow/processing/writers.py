@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prepflow.errors import ProcessingError
-from prepflow.processing.lines import is_line_mappable, record_start_lines
+from prepflow.processing.lines import (
+    is_line_mappable,
+    map_record_lines,
+    map_record_lines_exactly,
+)
 from prepflow.processing.paths import REJECTED_FILE
 from prepflow.processing.readers import RECORD, Source, _open_binary
 from prepflow.processing.recipe import OutputOptions
 from prepflow.processing.validate import COLUMN, REASON, VALUE
+
+logger = logging.getLogger(__name__)
 
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
 REJECTED_SCHEMA = pa.schema(
@@ -216,21 +225,26 @@ class RejectedWriter:
             self.writer = pq.ParquetWriter(self.spill, REJECTED_SCHEMA)
         self.writer.write_table(arrow)
 
-    def finish(self, sources: list[Source], quote: str | None, header: bool) -> str | None:
-        """Write ``rejected.csv`` with line numbers; return its name, or None without rows."""
+    def finish(self, sources: list[Source], quote: str | None, delimiter: str) -> str | None:
+        """Write ``rejected.csv`` with line numbers; return its name, or None without rows.
+
+        The rows stay in the order they were rejected: by file, then by processing stage.
+        """
         if self.writer is None:
             return None
         self.writer.close()
+        self.writer = None
         if self.folder is None:
             return None
-        rejected = pl.read_parquet(self.spill)
-        lines = _line_numbers(rejected, sources, quote, header)
-        rejected = rejected.join(lines, on=["source_file", "record"], how="left")
-        ordered = rejected.sort(["source_file", "record"], maintain_order=True).select(
-            "source_file", "line", "record", "stage", "column", "reason", "value", "row"
-        )
+        rejected = pl.scan_parquet(self.spill)
+        lines = _line_numbers(rejected, sources, quote, delimiter)
         self.folder.mkdir(parents=True, exist_ok=True)
-        ordered.write_csv(self.folder / REJECTED_FILE)
+        ordered = rejected.join(
+            lines, on=["source_file", "record"], how="left", maintain_order="left"
+        )
+        ordered.select(
+            "source_file", "line", "record", "stage", "column", "reason", "value", "row"
+        ).sink_csv(self.folder / REJECTED_FILE)
         return REJECTED_FILE
 
 
@@ -240,32 +254,51 @@ def _reason_kind(reason: str) -> str:
 
 
 def _line_numbers(
-    rejected: pl.DataFrame, sources: list[Source], quote: str | None, header: bool
-) -> pl.DataFrame:
-    rows: list[tuple[str, int, int | None]] = []
+    rejected: pl.LazyFrame, sources: list[Source], quote: str | None, delimiter: str
+) -> pl.LazyFrame:
+    frames = []
     for source in sources:
         records = (
-            rejected.filter(pl.col("source_file") == source.name)["record"].drop_nulls().unique()
+            rejected.filter(pl.col("source_file") == source.name)
+            .select(pl.col("record").drop_nulls().unique())
+            .collect()["record"]
+            .to_numpy()
         )
-        if records.is_empty():
+        if records.size == 0:
             continue
-        mapping = _map_records(source, records.to_list(), quote, header)
-        rows += [(source.name, record, mapping.get(record)) for record in records.to_list()]
-    return pl.DataFrame(
-        rows, schema={"source_file": pl.String, "record": pl.Int64, "line": pl.Int64}, orient="row"
-    )
+        numbers, lines = _map_records(source, records, quote, delimiter)
+        frames.append(
+            pl.DataFrame(
+                {"source_file": source.name, "record": numbers, "line": lines},
+                schema={"source_file": pl.String, "record": pl.Int64, "line": pl.Int64},
+            )
+        )
+    empty = pl.DataFrame(schema={"source_file": pl.String, "record": pl.Int64, "line": pl.Int64})
+    return pl.concat([empty, *frames]).lazy()
 
 
 def _map_records(
-    source: Source, records: list[int], quote: str | None, header: bool
-) -> dict[int, int]:
+    source: Source, records: np.ndarray[Any, Any], quote: str | None, delimiter: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     if source.format == "jsonl":
-        return {record: record for record in records}
+        return records, records
     if source.format != "csv" or not is_line_mappable(source.encoding):
-        return {}
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     with _open_binary(source) as file:
         chunks = iter(lambda: file.read(16 << 20), b"")
-        return record_start_lines(chunks, records, quote=quote, header=header)
+        numbers, lines, total = map_record_lines(chunks, records, quote=quote)
+    if total == source.records_total:
+        return numbers, lines
+    logger.info(
+        "%s: quotes inside unquoted fields; finding the lines of rejected rows with the csv "
+        "module (%d records read, %d found by the fast scan)",
+        source.name, source.records_total, total,
+    )  # fmt: skip
+    with _open_binary(source) as raw:
+        text = io.TextIOWrapper(
+            raw, encoding=source.encoding or "utf-8", errors="replace", newline=""
+        )
+        return map_record_lines_exactly(text, records, delimiter=delimiter, quote=quote)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
