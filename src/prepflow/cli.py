@@ -28,7 +28,7 @@ from prepflow.jobs.template import StepTemplate, upload_recipe, upload_script
 from prepflow.jobstore.base import JobRecord
 from prepflow.local.app import LocalApp, build_local_app
 from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
-from prepflow.processing.paths import REJECTED_FILE, REPORT_HTML
+from prepflow.processing.paths import ARTIFACTS_FILE, REJECTED_FILE, REPORT_HTML
 from prepflow.settings import Settings, load_settings
 
 logger = logging.getLogger("prepflow.cli")
@@ -575,10 +575,15 @@ def _print_job(local: LocalApp, record: JobRecord) -> None:
             _out("  output: none (the job wrote no files)")
     elif record.status.is_terminal:
         _out("  output: none (outputs are uploaded only when a job completes)")
-    for output_name, file_name in (("rejected", REJECTED_FILE), ("report", REPORT_HTML)):
+    side_outputs = (
+        ("rejected", REJECTED_FILE),
+        ("report", REPORT_HTML),
+        ("artifacts", ARTIFACTS_FILE),
+    )
+    for output_name, file_name in side_outputs:
         found = _side_output(local, record, output_name, file_name)
         if found is not None:
-            _out(f"  {output_name + ':':<8}{found['path']}")
+            _out(f"  {output_name + ':':<9} {found['path']}")
     if record.failure_reason:
         _out("  reason: " + record.failure_reason.replace("\n", "\n          "))
     if record.waiting_reason and not record.status.is_terminal:
@@ -597,6 +602,7 @@ def _job_json(local: LocalApp, record: JobRecord) -> dict[str, Any]:
         "rows_rejected": record.rows_rejected,
         "rejected": _side_output(local, record, "rejected", REJECTED_FILE),
         "report": _side_output(local, record, "report", REPORT_HTML),
+        "artifacts": _side_output(local, record, "artifacts", ARTIFACTS_FILE),
         "duration_s": record.duration_s,
         "log_uri": record.log_uri,
     }

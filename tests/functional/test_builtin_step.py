@@ -407,3 +407,42 @@ def test_step_accepts_crlf_line_endings(tmp_path):
     rows = read_rows(tmp_path / "out" / "processed_windows.csv")
     assert [row["a"] for row in rows] == ["1"]
     assert rows[0]["b"] == "2"
+
+
+def test_unterminated_quote_rejected(tmp_path):
+    source = tmp_path / "open.csv"
+    source.write_text('a,b\n1,x\n2,"abc\n3,4\n5,6\n')
+
+    result = step_on_file(source, tmp_path)
+
+    assert (result["rows_in"], result["rows_out"], result["rows_rejected"]) == (2, 1, 1)
+    (rejected,) = read_rows(tmp_path / "step-rejected" / "rejected.csv")
+    assert rejected["line"] == "3"
+    assert rejected["reason"].startswith("unterminated quote in column 'b'")
+    assert rejected["row"] == '2,"abc\n3,4\n5,6\n'
+
+
+def test_closed_quote_at_end_kept(tmp_path):
+    source = tmp_path / "closed.csv"
+    source.write_text('a,b,c\n1,"x\ny",z\n2,"p\nq",\n')
+
+    result = step_on_file(source, tmp_path)
+
+    # The second row's empty last field makes it incomplete, so the default recipe drops it.
+    assert (result["rows_in"], result["rows_out"], result["rows_rejected"]) == (2, 1, 0)
+    (row,) = read_rows(tmp_path / "step-output" / "processed_closed.csv")
+    assert (row["b"], row["c"]) == ("x\ny", "z")
+
+
+def test_stray_quote_keeps_line_numbers(tmp_path):
+    source = tmp_path / "inches.csv"
+    source.write_text('id,item,qty\n1,5" pipe,10\n2,x,20,EXTRA\n3,"a\nb",30\n4,y\n')
+
+    result = step_on_file(source, tmp_path)
+
+    assert result["rows_rejected"] == 2
+    rejected = read_rows(tmp_path / "step-rejected" / "rejected.csv")
+    assert [(row["line"], row["reason"]) for row in rejected] == [
+        ("3", "4 fields, expected 3"),
+        ("6", "2 fields, expected 3"),
+    ]

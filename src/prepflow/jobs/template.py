@@ -25,6 +25,7 @@ from prepflow.jobs.spec import (
     S3Output,
     StoppingCondition,
 )
+from prepflow.processing.paths import ARTIFACTS_FILE
 from prepflow.processing.recipe import load_recipe
 from prepflow.settings import Settings
 from prepflow.storage.base import ObjectStore, parse_s3_uri, s3_uri
@@ -49,7 +50,6 @@ ARTIFACTS_OUTPUT = ("artifacts", "/opt/ml/processing/artifacts")
 REJECTED_PREFIX = "rejected/"
 REPORTS_PREFIX = "reports/"
 ARTIFACTS_PREFIX = "artifacts/"
-ARTIFACTS_FILE = "artifacts.json"
 
 
 @dataclass(frozen=True)

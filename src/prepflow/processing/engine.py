@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from prepflow.errors import ProcessingError
 from prepflow.processing import readers
+from prepflow.processing.paths import ARTIFACTS_FILE
 from prepflow.processing.profile import Profiler
 from prepflow.processing.readers import RECORD, Source
 from prepflow.processing.recipe import FITTED_STEPS, Recipe
@@ -38,7 +39,6 @@ from prepflow.processing.writers import OutputWriter, RejectedWriter
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS_FILE = "artifacts.json"
 ARTIFACTS_VERSION = 1
 SPILL_BATCH_ROWS = 131_072
 OUTPUT_PREFIX = "processed_"

@@ -31,6 +31,7 @@ ARTIFACTS_OUTPUT_NAME = "artifacts"
 REJECTED_FILE = "rejected.csv"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+ARTIFACTS_FILE = "artifacts.json"
 DEFAULT_INPUT = "/opt/ml/processing/input"
 DEFAULT_OUTPUT = "/opt/ml/processing/output"
 

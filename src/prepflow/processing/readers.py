@@ -194,15 +194,66 @@ def _read_csv(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
     _check_column_names(source, names)
     first_record = 2 if options.header else 1
     next_record = first_record
+    # One batch is held back, so the last record can be checked before it is passed on.
+    held: pl.DataFrame | None = None
     try:
         for batch in _csv_batches(source, reader):
             numbers, next_record = collector.valid_numbers(next_record, batch.num_rows)
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
-            yield frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
+            if held is not None:
+                yield held
+            held = frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
     finally:
         reader.close()
     source.bad_records.extend(collector.take_all())
+    if held is not None:
+        yield _without_unterminated_quote(source, options, held)
+
+
+def _without_unterminated_quote(
+    source: Source, options: InputOptions, frame: pl.DataFrame
+) -> pl.DataFrame:
+    """Reject the last record when its quoted field never closes.
+
+    pyarrow reads an unclosed quote as a field that runs to the end of the file, swallowing
+    the records after it. Such a field contains a line break and ends with the file's last
+    bytes, which a quoted field that does close cannot, because its closing quote follows it.
+    """
+    if options.quote is None or frame.height == 0 or source.compression is not None:
+        return frame
+    tail = _file_tail(source).rstrip("\r\n")
+    if not tail or tail.endswith(options.quote):
+        return frame
+    last = frame.row(frame.height - 1, named=True)
+    for name, value in last.items():
+        if not isinstance(value, str) or ("\n" not in value and "\r" not in value):
+            continue
+        text = value.rstrip("\r\n")
+        # The tail is the file's last 64 bytes, so either one may contain the other.
+        if text.endswith(tail) or tail.endswith(text):
+            fields = [
+                options.quote + text if key == name else str(text or "")
+                for key, text in last.items()
+                if key != RECORD
+            ]
+            source.bad_records.append(
+                BadRecord(
+                    last[RECORD],
+                    None,
+                    f"unterminated quote in column {name!r}: the quoted value never closes, so "
+                    "the rest of the file was read into it; close the quote",
+                    options.delimiter.join(fields),
+                )
+            )
+            return frame.head(frame.height - 1)
+    return frame
+
+
+def _file_tail(source: Source) -> str:
+    with source.path.open("rb") as file:
+        file.seek(max(source.path.stat().st_size - 64, 0))
+        return file.read().decode(source.encoding or "utf-8", errors="ignore")
 
 
 def _is_empty(source: Source) -> bool:
