@@ -14,7 +14,9 @@ come from bench/generate_mock.py and are kept in ``--data-dir`` for later invoca
 Before the runs the input is read once, so each tool starts with it in the page cache.
 
 Each run is timed by process_timing.measure: wall time with ``time.perf_counter`` and peak
-RSS from ``/usr/bin/time -v``. The script reports medians. Run it with
+RSS from ``/usr/bin/time -v``. CPU time (user plus system) comes from this process's
+RUSAGE_CHILDREN totals, and shows the work done even when other load stretches the wall
+time. The script reports medians. Run it with
 ``env -u PYTHONDONTWRITEBYTECODE`` so Python caches bytecode as it would for a normal user.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -66,11 +69,17 @@ class Series:
     tool: str
     command: list[str]
     wall_s: list[float] = field(default_factory=list)
+    # User plus system CPU time of the command and the descendants it waited for.
+    cpu_s: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
 
     @property
     def median_wall_s(self) -> float:
         return statistics.median(self.wall_s)
+
+    @property
+    def median_cpu_s(self) -> float:
+        return statistics.median(self.cpu_s)
 
     @property
     def median_rss_mib(self) -> float:
@@ -192,13 +201,18 @@ def run_once(series: Series, run_dir: Path, timeout_s: float) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     try:
+        # measure waits for its child, so the child's CPU time (with /usr/bin/time's own,
+        # a few milliseconds) is added to this process's RUSAGE_CHILDREN totals.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         measurement = measure(
             series.command, env=dict(os.environ), timeout_s=timeout_s, reap_orphans=False
         )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         check_run(series, measurement, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     series.wall_s.append(measurement.wall_s)
+    series.cpu_s.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if measurement.rss_kib is not None:
         series.rss_kib.append(measurement.rss_kib)
 
@@ -269,6 +283,7 @@ def _table_row(
         recipe,
         item.tool,
         f"{item.median_wall_s:.3f}",
+        f"{item.median_cpu_s:.3f}",
         f"{rss:.0f}" if rss is not None else "-",
         ratio(item.median_wall_s, pandas.median_wall_s if pandas else None),
         ratio(item.median_wall_s, copy.median_wall_s if copy else None),
@@ -281,6 +296,7 @@ HEADERS = (
     "recipe",
     "tool",
     "median wall (s)",
+    "median CPU (s)",
     "median peak RSS (MiB)",
     "wall / pandas",
     "wall / cp",
@@ -310,17 +326,13 @@ def format_text(rows: list[list[str]]) -> str:
     )
 
 
-def describe_context(
-    args: argparse.Namespace, inputs: list[InputFile], results: list[Series]
-) -> dict[str, str]:
-    """Describe the machine, versions, inputs and commands, for printing before the table."""
+def describe_context(args: argparse.Namespace, inputs: list[InputFile]) -> dict[str, str]:
+    """Describe the machine, versions and inputs before the runs, for printing with the table."""
     facts = machine_facts(args.python, Path(args.python), inputs[0].path, inputs[0].rows)
     facts.pop("prepflow command", None)
     facts.pop("input", None)
     facts.update(_versions(args.python, ("pandas", "pyarrow", "numpy")))
     facts["runs"] = f"{args.runs} per tool, interleaved run by run (medians reported)"
-    # Other work on the machine shows here. The start value comes from machine_facts.
-    facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     for source in inputs:
         generated = (
             f", generated in {source.generation_s:.1f} s"
@@ -331,9 +343,18 @@ def describe_context(
             f"{source.path} ({source.bytes:,} bytes, {source.rows:,} data rows, seed "
             f"{args.seed}{generated})"
         )
-    # The commands of the first input; the others differ only in the file and folder names.
+    return facts
+
+
+def describe_runs(first: InputFile, results: list[Series]) -> dict[str, str]:
+    """Describe the load after the runs and the commands run on the first input.
+
+    The other inputs' commands differ only in the file and folder names.
+    """
+    # Other work on the machine shows here. machine_facts recorded the value at the start.
+    facts = {"load average at end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     for series in results:
-        if series.size == inputs[0].label:
+        if series.size == first.label:
             facts[f"command, {series.tool}, {series.recipe}"] = " ".join(series.command)
     return facts
 
@@ -475,12 +496,13 @@ def main(argv: list[str] | None = None) -> int:
             check_prepflow(args.python, args.recipes, args.legacy_step, args.employees_recipe)
         args.work_dir.mkdir(parents=True, exist_ok=True)
         inputs = [prepare_input(label, args) for label in args.sizes]
+        facts = describe_context(args, inputs)
         results = [series for source in inputs for series in run_input(source, args)]
     except BenchError as error:
         print(f"step_bench: error: {error}", file=sys.stderr)
         return 1
 
-    facts = describe_context(args, inputs, results)
+    facts.update(describe_runs(inputs[0], results))
     rows = table_rows(results, args.recipes)
     if args.markdown:
         print("\n".join(f"- {name}: {value}" for name, value in facts.items()))

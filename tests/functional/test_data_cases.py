@@ -335,7 +335,7 @@ def test_ragged_rows_in_gzip_file(tmp_path):
     assert columns_of(rejected, "source_file", "line", "reason", "row") == [
         ("stock.csv.gz", "3", "2 fields, expected 3", "2;3"),
         ("stock.csv.gz", "4", "5 fields, expected 3", "3;4;5;6;7"),
-        ("stock.csv.gz", "7", "1 fields, expected 3", "5"),
+        ("stock.csv.gz", "7", "1 field, expected 3", "5"),
     ]
 
 
@@ -757,15 +757,14 @@ def test_malformed_json_column(tmp_path):
     ]
     reasons = [row["reason"] for row in rejected]
     assert reasons[0] == (
-        "invalid JSON: Expecting property name enclosed in double quotes at line 1, column 2 "
-        "(char 1)"
+        "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
     )
     assert reasons[1] == (
-        "invalid JSON: Expecting property name enclosed in double quotes at line 1, column 19 "
+        "invalid JSON: Expecting property name enclosed in double quotes: line 1 column 19 "
         "(char 18)"
     )
     assert reasons[2].startswith("invalid JSON: Unterminated string starting at")
-    assert reasons[2].endswith("line 1, column 11 (char 10)")
+    assert reasons[2].endswith("line 1 column 11 (char 10)")
     assert run.report_json()["rows"] == {"in": 5, "out": 2, "rejected": 3, "removed": 0}
 
 
@@ -815,7 +814,7 @@ def test_json_column_non_object_values(tmp_path):
     for row in rejected[:3]:
         assert row["reason"].startswith("invalid JSON: "), row
         assert row["reason"].endswith(", not an object"), row
-    assert rejected[3]["reason"] == "invalid JSON: Expecting value at line 1, column 24 (char 23)"
+    assert rejected[3]["reason"] == "invalid JSON: Expecting value: line 1 column 24 (char 23)"
 
 
 def test_json_schema_type_rejects_array(tmp_path):
@@ -898,4 +897,4 @@ def test_json_lines_error_column_in_line(tmp_path):
     assert_succeeded(run)
     broken = run.rejected_rows()[2]
     # The 18 characters of '{"id": 3, "city": ' end before the missing value, at column 19.
-    assert broken["reason"] == "invalid JSON: Expecting value at column 19"
+    assert broken["reason"] == "invalid JSON: Expecting value: line 1 column 19 (char 18)"

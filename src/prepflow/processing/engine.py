@@ -109,8 +109,9 @@ class Engine:
                 self._run_dataset([source], self._per_file_name(source))
         else:
             self._run_dataset(sources, self.recipe.output.name)
+        options = self.recipe.input
         self.result.rejected_file = self.rejected.finish(
-            sources, self.recipe.input.quote, self.recipe.input.delimiter
+            sources, options.quote, options.delimiter, options.header
         )
         self.result.rows_rejected = self.rejected.count
         self.result.rejected_reasons = dict(self.rejected.by_reason)
@@ -232,9 +233,9 @@ class Engine:
             rows += batch.height
             checked = self.validator.check(batch)
             self.rejected.add(checked.rejected, source, "schema")
+            rows += self._take_bad_records(source)
             yield checked.good
-        self.rejected.add_records(source)
-        rows += len(source.bad_records)
+        rows += self._take_bad_records(source)
         source.records_total = rows + (1 if self.recipe.input.header else 0)
         self.result.rows_in += rows
         self.result.sources.append(
@@ -244,17 +245,32 @@ class Engine:
                 "encoding": source.encoding,
                 "compression": source.compression,
                 "rows_in": rows,
-                "rows_rejected_on_read": self.rejected.count - rejected_before,
+                "rows_rejected": self.rejected.count - rejected_before,
             }
         )
         logger.info("%s: %d rows read (%s)", source.name, rows, source.format)
 
+    def _take_bad_records(self, source: Source) -> int:
+        """Pass the records the reader set aside so far to the rejected rows; return how many.
+
+        The reader thread appends while this runs; only the entries present at the start are
+        taken, and list operations are atomic under the GIL.
+        """
+        count = len(source.bad_records)
+        if count:
+            taken = source.bad_records[:count]
+            del source.bad_records[:count]
+            self.rejected.add_records(source, taken)
+        return count
+
     def _empty_input(self, source: Source) -> pl.DataFrame | None:
-        """Return the typed, empty frame of a header-only CSV file."""
+        """Return the typed, empty frame of a header-only CSV file, or None for other formats."""
         import pyarrow.csv as pa_csv
 
+        if source.format != "csv":
+            return None
         try:
-            with readers._open_binary(source) as file:
+            with readers.csv_stream(source) as file:
                 header = pa_csv.read_csv(
                     file,
                     read_options=pa_csv.ReadOptions(encoding=source.encoding or "utf-8"),

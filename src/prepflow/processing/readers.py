@@ -36,6 +36,7 @@ RECORD = "__record"
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 CSV_BLOCK_BYTES = 4 << 20
+SMALL_FILE_BYTES = 1 << 16
 JSON_BATCH_LINES = 65_536
 COMPRESSED_SUFFIXES = (".gz", ".gzip")
 
@@ -173,7 +174,7 @@ def _guess_format(head: bytes, name: str, compression: str | None) -> str:
     return "csv"
 
 
-def _open_binary(source: Source) -> IO[bytes]:
+def open_binary(source: Source) -> IO[bytes]:
     if source.compression == "gzip":
         return cast(IO[bytes], gzip.open(source.path, "rb"))
     return source.path.open("rb")
@@ -206,7 +207,7 @@ def _read_csv(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
             held = frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
     finally:
         reader.close()
-    source.bad_records.extend(collector.take_all())
+    collector.flush()
     if held is not None:
         yield _without_unterminated_quote(source, options, held)
 
@@ -256,8 +257,21 @@ def _file_tail(source: Source) -> str:
         return file.read().decode(source.encoding or "utf-8", errors="ignore")
 
 
+def csv_stream(source: Source) -> Any:
+    """Open the file for pyarrow; a single line without a line break gets one.
+
+    pyarrow 26 cannot find the columns of a one-line file that does not end with a line break
+    (a header-only export, typically), so such a file, small by definition, is read from memory.
+    """
+    with open_binary(source) as file:
+        head = file.read(SMALL_FILE_BYTES + 1)
+    if len(head) <= SMALL_FILE_BYTES and b"\n" not in head and b"\r" not in head:
+        return pa.BufferReader(head + b"\n")
+    return pa.input_stream(str(source.path), compression=source.compression)
+
+
 def _is_empty(source: Source) -> bool:
-    with _open_binary(source) as file:
+    with open_binary(source) as file:
         return file.read(1) == b""
 
 
@@ -283,7 +297,7 @@ def _open_csv_reader(
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
     )
-    stream = pa.input_stream(str(source.path), compression=source.compression)
+    stream = csv_stream(source)
     try:
         return pa_csv.open_csv(
             stream,
@@ -309,7 +323,7 @@ def _header_names(
         newlines_in_values=True,
         invalid_row_handler=lambda row: "skip",
     )
-    stream = pa.input_stream(str(source.path), compression=source.compression)
+    stream = csv_stream(source)
     try:
         reader = pa_csv.open_csv(
             stream,
@@ -378,10 +392,10 @@ class _BadRowCollector:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.pending: list[BadRecord] = []
-        self.done: list[BadRecord] = []
 
     def __call__(self, row: Any) -> str:
-        reason = f"{row.actual_columns} fields, expected {row.expected_columns}"
+        noun = "field" if row.actual_columns == 1 else "fields"
+        reason = f"{row.actual_columns} {noun}, expected {row.expected_columns}"
         self.pending.append(BadRecord(row.number, None, reason, row.text))
         return "skip"
 
@@ -394,21 +408,20 @@ class _BadRowCollector:
         taken = np.array(
             sorted(bad.record for bad in self.pending if bad.record is not None), dtype=np.int64
         )
-        self.done.extend(self.pending)
+        self.source.bad_records.extend(self.pending)
         self.pending = []
         end = start + count + len(taken)
         numbers = np.setdiff1d(np.arange(start, end, dtype=np.int64), taken, assume_unique=True)
         return numbers[:count], end
 
-    def take_all(self) -> list[BadRecord]:
-        found = self.done + self.pending
-        self.done, self.pending = [], []
-        return found
+    def flush(self) -> None:
+        self.source.bad_records.extend(self.pending)
+        self.pending = []
 
 
 def _unreadable_csv(source: Source, error: Exception) -> ProcessingError:
     if isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "utf8" in str(error):
-        with _open_binary(source) as file:
+        with open_binary(source) as file:
             problem = find_undecodable_line(file, source.encoding or "utf-8")
         if problem:
             return ProcessingError(f"cannot read {source.name!r}: {problem}")
@@ -441,20 +454,27 @@ def _read_parquet(source: Source) -> Iterator[pl.DataFrame]:
 
 
 def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
+    """Read JSON Lines; a record's number is its position among the non-blank lines."""
     decoder = codecs.getincrementaldecoder(source.encoding or "utf-8")()
-    lines: list[tuple[int, str]] = []
-    with _open_binary(source) as file:
-        for number, raw in enumerate(file, start=1):
+    lines: list[tuple[int, int, str]] = []
+    record = 0
+    with open_binary(source) as file:
+        for line, raw in enumerate(file, start=1):
             try:
                 text = decoder.decode(raw)
             except UnicodeDecodeError as error:
                 raise ProcessingError(
-                    f"cannot read {source.name!r}: line {number} is not valid "
+                    f"cannot read {source.name!r}: line {line} is not valid "
                     f"{source.encoding} text: {error.reason} at byte {error.start + 1} of the "
                     "line; save the file in the declared encoding"
                 ) from error
-            if text.strip():
-                lines.append((number, text.lstrip("\ufeff") if number == 1 else text))
+            text = text.rstrip("\r\n")
+            if line == 1:
+                text = text.lstrip("\ufeff")
+            if not text.strip(" \t"):
+                continue
+            record += 1
+            lines.append((record, line, text))
             if len(lines) >= JSON_BATCH_LINES:
                 yield from _json_batch(source, lines)
                 lines = []
@@ -462,45 +482,69 @@ def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
         yield from _json_batch(source, lines)
 
 
-def _json_batch(source: Source, lines: list[tuple[int, str]]) -> Iterator[pl.DataFrame]:
+def _json_batch(source: Source, lines: list[tuple[int, int, str]]) -> Iterator[pl.DataFrame]:
     records: list[dict[str, Any]] = []
     numbers: list[int] = []
-    for number, text in lines:
+    for record, line, text in lines:
         try:
-            value = json.loads(text)
+            value = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as error:
-            source.bad_records.append(
-                BadRecord(
-                    number, number, f"invalid JSON: {error.msg} at column {error.colno}", text
-                )
-            )
+            source.bad_records.append(BadRecord(record, line, f"invalid JSON: {error}", text))
+            continue
+        except _DuplicateKeyError as error:
+            source.bad_records.append(BadRecord(record, line, str(error), text))
             continue
         if not isinstance(value, dict):
-            source.bad_records.append(
-                BadRecord(number, number, f"a JSON {type(value).__name__}, not an object", text)
-            )
+            reason = f"a JSON {json_type(value)}, not an object"
+            source.bad_records.append(BadRecord(record, line, reason, text))
             continue
         records.append(value)
-        numbers.append(number)
+        numbers.append(record)
     if records:
         yield _records_frame(source, records, numbers)
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, rejecting a key given twice (json.loads would keep the last)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"duplicate key {key!r} in a JSON object")
+        result[key] = value
+    return result
+
+
+def json_type(value: object) -> str:
+    """Name a parsed JSON value's type as JSON does (array, string, number)."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "null"
 
 
 def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
     # NOTE: a JSON array is parsed whole, so it needs memory for the whole file; use JSON Lines
     # for large inputs.
-    with _open_binary(source) as file:
+    with open_binary(source) as file:
         raw = file.read()
     try:
-        value = json.loads(raw.decode(source.encoding or "utf-8").lstrip("\ufeff"))
+        value = json.loads(
+            raw.decode(source.encoding or "utf-8").lstrip("\ufeff"), object_pairs_hook=_unique_keys
+        )
     except UnicodeDecodeError as error:
         problem = find_undecodable_line(io.BytesIO(raw), source.encoding or "utf-8")
         raise ProcessingError(f"cannot read {source.name!r}: {problem or error}") from error
-    except json.JSONDecodeError as error:
-        raise ProcessingError(
-            f"cannot read {source.name!r} as JSON: {error.msg} at line {error.lineno}, column "
-            f"{error.colno}"
-        ) from error
+    except (json.JSONDecodeError, _DuplicateKeyError) as error:
+        raise ProcessingError(f"cannot read {source.name!r} as JSON: {error}") from error
     if not isinstance(value, list):
         raise ProcessingError(
             f"{source.name!r} holds a JSON {type(value).__name__}; the step reads a JSON array "
@@ -517,8 +561,8 @@ def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
                 BadRecord(
                     number,
                     None,
-                    f"array element is a JSON {type(item).__name__}, not an object",
-                    json.dumps(item)[:1000],
+                    f"array element is a JSON {json_type(item)}, not an object",
+                    json.dumps(item),
                 )
             )
     if records:
@@ -528,17 +572,24 @@ def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
 def _records_frame(
     source: Source, records: list[dict[str, Any]], numbers: list[int]
 ) -> pl.DataFrame:
-    try:
-        frame = pl.DataFrame(records, infer_schema_length=None)
-    except (pl.exceptions.PolarsError, TypeError, ValueError) as error:
-        # Values of mixed types in one field: keep each as its JSON text and let the schema decide.
-        columns: dict[str, list[str | None]] = {}
-        for index, record in enumerate(records):
-            for key, item in record.items():
-                columns.setdefault(key, [None] * len(records))[index] = (
-                    item if isinstance(item, str) or item is None else json.dumps(item)
-                )
-        frame = pl.DataFrame(columns, schema={key: pl.String for key in columns})
-        del error
-    _check_column_names(source, frame.columns)
+    """Build a batch of text columns: JSON values as their JSON text, strings as they are.
+
+    Types then come from the recipe's schema, as for CSV, so a column has the same type in
+    every batch whatever values the batch happens to hold.
+    """
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    columns = {
+        name: [_as_text(record[name]) if name in record else None for record in records]
+        for name in names
+    }
+    _check_column_names(source, list(names))
+    frame = pl.DataFrame(columns, schema=dict.fromkeys(names, pl.String))
     return frame.with_columns(pl.Series(RECORD, numbers, dtype=pl.Int64))
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)

@@ -9,6 +9,7 @@ the value missing instead.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,13 +69,29 @@ def output_columns(step: Step, columns: list[str], params: dict[str, Any] | None
             "does not have at that point; the columns are "
             + ", ".join(map(repr, data_columns(columns)))
         )
+    result = _columns_after(step, columns, params)
+    clashes = [name for name, count in Counter(result).items() if count > 1]
+    if clashes:
+        raise ProcessingError(
+            f"step {describe(step)} would make two columns named "
+            f"{', '.join(map(repr, clashes))}; rename the existing column first, "
+            "or choose other names in the step"
+        )
+    return result
+
+
+def _columns_after(step: Step, columns: list[str], params: dict[str, Any] | None) -> list[str]:
     if isinstance(step, Rename):
         return [step.columns.get(name, name) for name in columns]
     if isinstance(step, DropColumns):
         return [name for name in columns if name not in step.columns]
     if isinstance(step, ExtractJson):
-        kept = [n for n in columns if not (step.drop_source and n == step.column)]
-        return kept + [name for name in step.fields if name not in kept]
+        kept = [name for name in columns if not (step.drop_source and name == step.column)]
+        if step.drop_source and step.column in step.fields:
+            # The source column is dropped after the fields are added, so a field of that
+            # name would be dropped with it: count it as a clash.
+            kept.append(step.column)
+        return [*kept, *step.fields]
     if isinstance(step, AddTimestamp):
         if step.column in columns:
             raise ProcessingError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from prepflow.errors import ProcessingError
-from prepflow.processing.readers import RECORD
+from prepflow.processing.readers import RECORD, json_type
 from prepflow.processing.recipe import ColumnSpec, InputOptions, Recipe
 from prepflow.processing.seen import SeenValues
 
@@ -89,6 +89,9 @@ class SchemaValidator:
             )
 
     def check(self, frame: pl.DataFrame) -> Checked:
+        # Every column as read (schema columns the file lacks added as missing), for rejected rows.
+        absent = [name for name in self.specs if name not in frame.columns]
+        as_read = frame.with_columns([pl.lit(None, dtype=pl.String).alias(name) for name in absent])
         frame = self._apply_missing_tokens(frame)
         for name in frame.columns:
             if name != RECORD:
@@ -97,7 +100,8 @@ class SchemaValidator:
         if not self.specs:
             return Checked(frame, _empty_rejected(frame))
 
-        original = frame
+        # Rejected rows keep their values as read, missing-value tokens included.
+        original = as_read
         problems: list[tuple[str, pl.Series, pl.Series]] = []
         blanked: dict[str, pl.Series] = {}
         converted: dict[str, pl.Series] = {}
@@ -280,9 +284,9 @@ def _json_message(text: str) -> str | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return f"{error.msg} at line {error.lineno}, column {error.colno} (char {error.pos})"
+        return str(error)  # "Expecting value: line 1 column 19 (char 18)"
     if not isinstance(value, dict):
-        return f"a JSON {type(value).__name__}, not an object"
+        return f"a JSON {json_type(value)}, not an object"
     return None
 
 

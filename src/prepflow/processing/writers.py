@@ -27,13 +27,14 @@ from prepflow.processing.lines import (
     map_record_lines_exactly,
 )
 from prepflow.processing.paths import REJECTED_FILE
-from prepflow.processing.readers import RECORD, Source, _open_binary
+from prepflow.processing.readers import RECORD, BadRecord, Source, open_binary
 from prepflow.processing.recipe import OutputOptions
 from prepflow.processing.validate import COLUMN, REASON, VALUE
 
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+REJECTED_COLUMNS = ("source_file", "record", "stage", "column", "reason", "value", "row")
 REJECTED_SCHEMA = pa.schema(
     [
         ("source_file", pa.large_string()),
@@ -188,29 +189,21 @@ class RejectedWriter:
         )
         self._append(table)
 
-    def add_records(self, source: Source) -> None:
-        """Add the records the reader could not turn into rows (ragged rows, broken JSON)."""
-        if not source.bad_records:
+    def add_records(self, source: Source, records: list[BadRecord]) -> None:
+        """Add records the reader could not turn into rows (ragged rows, broken JSON)."""
+        if not records:
             return
         table = pl.DataFrame(
             {
-                "source_file": [source.name] * len(source.bad_records),
-                "record": [bad.record for bad in source.bad_records],
-                "stage": ["read"] * len(source.bad_records),
-                "column": [None] * len(source.bad_records),
-                "reason": [bad.reason for bad in source.bad_records],
-                "value": [None] * len(source.bad_records),
-                "row": [bad.text for bad in source.bad_records],
+                "source_file": [source.name] * len(records),
+                "record": [bad.record for bad in records],
+                "stage": ["read"] * len(records),
+                "column": [None] * len(records),
+                "reason": [bad.reason for bad in records],
+                "value": [None] * len(records),
+                "row": [bad.text for bad in records],
             },
-            schema={
-                "source_file": pl.String,
-                "record": pl.Int64,
-                "stage": pl.String,
-                "column": pl.String,
-                "reason": pl.String,
-                "value": pl.String,
-                "row": pl.String,
-            },
+            schema={name: pl.Int64 if name == "record" else pl.String for name in REJECTED_COLUMNS},
         )
         self._append(table)
 
@@ -225,10 +218,14 @@ class RejectedWriter:
             self.writer = pq.ParquetWriter(self.spill, REJECTED_SCHEMA)
         self.writer.write_table(arrow)
 
-    def finish(self, sources: list[Source], quote: str | None, delimiter: str) -> str | None:
+    def finish(
+        self, sources: list[Source], quote: str | None, delimiter: str, header: bool
+    ) -> str | None:
         """Write ``rejected.csv`` with line numbers; return its name, or None without rows.
 
-        The rows stay in the order they were rejected: by file, then by processing stage.
+        Rows stay in the order they were found, which is file order within each pass: rows
+        rejected by the reader and the schema first, then rows that steps rejected.
+        ``row_number`` counts data rows from 1 (not the header, nor blank lines).
         """
         if self.writer is None:
             return None
@@ -242,8 +239,24 @@ class RejectedWriter:
         ordered = rejected.join(
             lines, on=["source_file", "record"], how="left", maintain_order="left"
         )
+        offsets = pl.LazyFrame(
+            {
+                "source_file": [source.name for source in sources],
+                "header_records": [
+                    1 if header and source.format == "csv" else 0 for source in sources
+                ],
+            }
+        )
+        ordered = ordered.join(offsets, on="source_file", how="left", maintain_order="left")
         ordered.select(
-            "source_file", "line", "record", "stage", "column", "reason", "value", "row"
+            "source_file",
+            "line",
+            (pl.col("record") - pl.col("header_records")).alias("row_number"),
+            "stage",
+            "column",
+            "reason",
+            "value",
+            "row",
         ).sink_csv(self.folder / REJECTED_FILE)
         return REJECTED_FILE
 
@@ -281,10 +294,10 @@ def _map_records(
     source: Source, records: np.ndarray[Any, Any], quote: str | None, delimiter: str
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     if source.format == "jsonl":
-        return records, records
+        return _map_json_lines(source, records)
     if source.format != "csv" or not is_line_mappable(source.encoding):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    with _open_binary(source) as file:
+    with open_binary(source) as file:
         chunks = iter(lambda: file.read(16 << 20), b"")
         numbers, lines, total = map_record_lines(chunks, records, quote=quote)
     if total == source.records_total:
@@ -294,11 +307,33 @@ def _map_records(
         "module (%d records read, %d found by the fast scan)",
         source.name, source.records_total, total,
     )  # fmt: skip
-    with _open_binary(source) as raw:
+    with open_binary(source) as raw:
         text = io.TextIOWrapper(
             raw, encoding=source.encoding or "utf-8", errors="replace", newline=""
         )
         return map_record_lines_exactly(text, records, delimiter=delimiter, quote=quote)
+
+
+def _map_json_lines(
+    source: Source, records: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Map JSON Lines records (non-blank lines, counted from 1) to their line numbers."""
+    wanted = set(records.tolist())
+    numbers: list[int] = []
+    lines: list[int] = []
+    record = 0
+    with open_binary(source) as file:
+        for line, raw in enumerate(file, start=1):
+            if line == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            # Blank as the reader sees it: spaces and tabs only.
+            if not raw.strip(b" \t\r\n"):
+                continue
+            record += 1
+            if record in wanted:
+                numbers.append(record)
+                lines.append(line)
+    return np.array(numbers, dtype=np.int64), np.array(lines, dtype=np.int64)
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
