@@ -152,7 +152,9 @@ class Engine:
             columns = out.schema
             self._emit(writer, out, None)
         if not writer.files:
-            writer.ensure_file(columns or self._empty_output_schema(source, runners))
+            schema = columns or self._empty_output_schema(source, runners)
+            writer.ensure_file(schema)
+            self.output_profile.ensure_columns(schema)
 
     def _spilled(self, sources: list[Source], writer: OutputWriter) -> None:
         spills = self._spill_all(sources)
@@ -197,6 +199,7 @@ class Engine:
             for runner in empty:
                 frame = runner.apply(frame).frame
             writer.ensure_file(columns or frame.schema)
+            self.output_profile.ensure_columns(columns or frame.schema)
 
     def _spill_all(self, sources: list[Source]) -> list[tuple[Path, pl.Schema, Source]]:
         spills = []
