@@ -1,13 +1,18 @@
 """Run prepflow's two recipes with pandas, as the baseline that bench/step_bench.py times.
 
-``python bench/pandas_recipes.py default INPUT OUTPUT_DIR`` reads every column as a string
-with pandas' default missing-value tokens, drops each row with a missing value, adds one
-``processed_timestamp`` (ISO 8601, UTC) to all rows and writes ``OUTPUT_DIR/processed_<name>``.
+``python bench/pandas_recipes.py default INPUT OUTPUT_DIR [--report]`` reads every column as
+a string with pandas' default missing-value tokens, drops each row with a missing value, adds
+one ``processed_timestamp`` (ISO 8601, UTC) to all rows and writes
+``OUTPUT_DIR/processed_<name>``. With ``--report`` it also writes ``report.json``, as
+prepflow's step does when given ``--report``.
 
 ``python bench/pandas_recipes.py employees INPUT OUTPUT_DIR [--seed N]`` writes
 ``train.parquet``, ``validation.parquet`` and ``test.parquet`` (80/10/10, random
-permutation), ``rejected.csv`` (rows with a value of the wrong type) and ``report.json``
-(per-column statistics) to OUTPUT_DIR. See ``run_employees`` for the steps.
+permutation, zstd), ``rejected.csv`` (rows with an invalid value) and ``report.json``
+(per-column statistics) to OUTPUT_DIR. See ``run_employees`` for the steps. The types,
+checks, steps, compression and seed are those of examples/recipes/employees.yaml, so the
+work matches prepflow's step with that recipe. Unlike the step, this script writes no HTML
+report.
 
 Both recipes use pandas' default C parser in one thread, with no pyarrow CSV engine and no
 chunked reading, so the whole file is in memory. With pandas 3 and pyarrow installed,
@@ -34,8 +39,8 @@ import pyarrow as pa
 TIMESTAMP_COLUMN = "processed_timestamp"
 OUTPUT_PREFIX = "processed_"
 
-# Types of the employee columns. A non-missing value that does not parse as its type
-# sends the row to rejected.csv.
+# Types of the employee columns. A non-missing value that does not parse as its type, or
+# fails a check below, sends the row to rejected.csv.
 INTEGER_COLUMNS = ("id",)
 FLOAT_COLUMNS = ("age", "salary", "bonus")
 DATE_COLUMNS = {"hire_date": "%Y-%m-%d"}
@@ -49,18 +54,28 @@ EMPLOYEE_COLUMNS = (
     *DATE_COLUMNS,
     JSON_COLUMN,
 )
+# Inclusive bounds, with None for no bound.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "age": (0, 130),
+    "salary": (0, None),
+    "bonus": (0, None),
+}
+REQUIRED_COLUMNS = ("id",)
+# A repeated value is rejected in every row after the first that contains it.
+UNIQUE_COLUMNS = ("id",)
 MEDIAN_IMPUTED = FLOAT_COLUMNS
 CONSTANT_IMPUTED = {"department": "Unknown"}
 REJECT_REASON_COLUMN = "reject_reason"
 
 SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+PARQUET_COMPRESSION = "zstd"
 DEFAULT_SEED = 42
 TOP_VALUES = 5
 
 
 @dataclass(frozen=True)
 class ParsedColumns:
-    """Typed columns of the input, and for each row the names of the columns that failed."""
+    """Typed columns of the input, and for each row the reasons it is rejected ("" if none)."""
 
     typed: pd.DataFrame
     failures: pd.Series
@@ -80,13 +95,20 @@ def read_as_strings(source: Path) -> pd.DataFrame:
 # -- default recipe -------------------------------------------------------------------------
 
 
-def run_default(source: Path, output_dir: Path) -> dict[str, int]:
-    """Drop incomplete rows, add the timestamp column and write ``processed_<name>``."""
+def run_default(source: Path, output_dir: Path, report: bool) -> dict[str, int]:
+    """Drop incomplete rows, add the timestamp column and write ``processed_<name>``.
+
+    With ``report``, also describe the kept rows' columns in report.json.
+    """
     frame = read_as_strings(source)
     complete = frame.dropna()
     complete = complete.assign(**{TIMESTAMP_COLUMN: processing_timestamp()})
     output_dir.mkdir(parents=True, exist_ok=True)
     complete.to_csv(output_dir / (OUTPUT_PREFIX + source.name), index=False)
+    if report:
+        content = build_report(frame, complete, frame.isna().sum(), {})
+        content["rows"] = {"in": len(frame), "out": len(complete)}
+        (output_dir / "report.json").write_text(json.dumps(content, indent=2) + "\n")
     return {"rows_in": len(frame), "rows_out": len(complete)}
 
 
@@ -116,7 +138,12 @@ def run_employees(source: Path, output_dir: Path, seed: int) -> dict[str, int]:
     frame = frame.assign(**{TIMESTAMP_COLUMN: processing_timestamp()})
     splits = split_rows(frame, seed)
     for name, part in splits.items():
-        part.to_parquet(output_dir / f"{name}.parquet", engine="pyarrow", index=False)
+        part.to_parquet(
+            output_dir / f"{name}.parquet",
+            engine="pyarrow",
+            compression=PARQUET_COMPRESSION,
+            index=False,
+        )
 
     report = build_report(raw, frame, missing_before, fill_values)
     report["rows"] = {
@@ -138,36 +165,57 @@ def _check_columns(raw: pd.DataFrame, source: Path) -> None:
 
 
 def parse_columns(raw: pd.DataFrame) -> ParsedColumns:
-    """Parse each column as its type, and record which non-missing values failed.
+    """Parse each column as its type, run the checks, and record why rows fail.
 
     The profile's JSON becomes the address, phone and email columns. A profile that is not
     a JSON object is a failure. A missing profile, or a missing key, gives missing fields.
     """
     typed: dict[str, pd.Series] = {}
+    # Keyed by reason, such as "age: not a number". True where that reason rejects the row.
     failed: dict[str, pd.Series] = {}
     for column in INTEGER_COLUMNS:
         numbers = pd.to_numeric(raw[column], errors="coerce")
         whole = numbers.notna() & (numbers % 1 == 0)
-        failed[column] = raw[column].notna() & ~whole
+        failed[f"{column}: not an integer"] = raw[column].notna() & ~whole
         typed[column] = numbers.where(whole).astype("Int64")
     for column in STRING_COLUMNS:
         typed[column] = raw[column]
     for column in FLOAT_COLUMNS:
         typed[column] = pd.to_numeric(raw[column], errors="coerce").astype("float64")
-        failed[column] = raw[column].notna() & typed[column].isna()
+        failed[f"{column}: not a number"] = raw[column].notna() & typed[column].isna()
     for column, date_format in DATE_COLUMNS.items():
         stamps = pd.to_datetime(raw[column], format=date_format, errors="coerce")
-        failed[column] = raw[column].notna() & stamps.isna()
+        failed[f"{column}: not a date in {date_format}"] = raw[column].notna() & stamps.isna()
         typed[column] = stamps.astype(pd.ArrowDtype(pa.date32()))
 
     profile, profile_failed = parse_profiles(raw[JSON_COLUMN])
-    failed[JSON_COLUMN] = profile_failed
+    failed[f"{JSON_COLUMN}: not a JSON object"] = profile_failed
     typed.update({name: profile[name] for name in PROFILE_FIELDS})
+    failed.update(check_values(raw, typed))
 
     # Input order, with the profile fields last. Columns the recipe does not type stay strings.
     order = [column for column in raw.columns if column != JSON_COLUMN] + list(PROFILE_FIELDS)
     frame = pd.DataFrame({column: typed.get(column, raw.get(column)) for column in order})
-    return ParsedColumns(typed=frame, failures=_failure_names(failed))
+    return ParsedColumns(typed=frame, failures=_join_reasons(failed))
+
+
+def check_values(raw: pd.DataFrame, typed: dict[str, pd.Series]) -> dict[str, pd.Series]:
+    """Flag missing required values, repeated unique values and numbers out of range."""
+    failed: dict[str, pd.Series] = {}
+    for column in REQUIRED_COLUMNS:
+        failed[f"{column}: missing"] = raw[column].isna()
+    for column in UNIQUE_COLUMNS:
+        values = typed[column]
+        failed[f"{column}: duplicate"] = values.notna() & values.duplicated(keep="first")
+    for column, (low, high) in RANGES.items():
+        values = typed[column]
+        outside = pd.Series(False, index=values.index)
+        if low is not None:
+            outside |= values < low
+        if high is not None:
+            outside |= values > high
+        failed[f"{column}: out of range"] = outside
+    return failed
 
 
 def parse_profiles(texts: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
@@ -200,17 +248,18 @@ def _load_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _failure_names(failed: dict[str, pd.Series]) -> pd.Series:
-    """Join, per row, the names of the columns whose value failed, with ``;``."""
-    names = pd.Series("", index=next(iter(failed.values())).index, dtype=object)
-    for column, mask in failed.items():
+def _join_reasons(failed: dict[str, pd.Series]) -> pd.Series:
+    """Join, per row, the reasons that reject it with ``; ``. A kept row gets ""."""
+    reasons = pd.Series("", index=next(iter(failed.values())).index, dtype=object)
+    for reason, mask in failed.items():
         if mask.any():
-            names = names.where(~mask, names + np.where(names == "", "", ";") + column)
-    return names
+            separator = np.where(reasons == "", "", "; ")
+            reasons = reasons.where(~mask, reasons + separator + reason)
+    return reasons
 
 
 def write_rejected(raw: pd.DataFrame, failures: pd.Series, target: Path) -> None:
-    """Write the rejected rows as read, with the failing column names in REJECT_REASON_COLUMN."""
+    """Write the rejected rows as read, with their reasons in REJECT_REASON_COLUMN."""
     rejected = raw[(failures != "").to_numpy()]
     rejected = rejected.assign(**{REJECT_REASON_COLUMN: failures[failures != ""]})
     rejected.to_csv(target, index=False)
@@ -316,13 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_SEED,
         help=f"seed of the train/validation/test permutation (default: {DEFAULT_SEED})",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="default recipe: also write report.json (the employees recipe always does)",
+    )
     args = parser.parse_args(argv)
     if not args.input.is_file():
         parser.error(f"input file {str(args.input)!r} not found")
 
     started = time.perf_counter()
     recipes: dict[str, Callable[[], dict[str, int]]] = {
-        "default": lambda: run_default(args.input, args.output_dir),
+        "default": lambda: run_default(args.input, args.output_dir, args.report),
         "employees": lambda: run_employees(args.input, args.output_dir, args.seed),
     }
     counts = recipes[args.recipe]()

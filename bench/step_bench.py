@@ -4,7 +4,8 @@ For each size and recipe, three commands run ``--runs`` times each, interleaved 
 
 - ``cp FILE OUT``: the cost of copying the file, for scale (GNU cp copies inside the kernel
   where it can, so this is cheaper than any program that parses the bytes);
-- ``python bench/pandas_recipes.py RECIPE FILE OUT``: the pandas baseline;
+- ``python bench/pandas_recipes.py RECIPE FILE OUT``: the pandas baseline, with ``--report``
+  for the default recipe unless ``--legacy-step`` is given, so it does the step's work;
 - ``python -m prepflow.processing --input DIR --output DIR --rejected DIR --report DIR``,
   plus ``--recipe examples/recipes/employees.yaml`` for the employees recipe.
 
@@ -184,7 +185,11 @@ def build_command(
         return ["cp", str(source.path), str(run_dir / source.path.name)]
     if tool == "pandas":
         output = run_dir / "output"
-        return [args.python, str(PANDAS_SCRIPT), recipe, str(source.path), str(output)]
+        command = [args.python, str(PANDAS_SCRIPT), recipe, str(source.path), str(output)]
+        # The full step command writes a report for every recipe, the legacy step none.
+        if recipe == "default" and not args.legacy_step:
+            command.append("--report")
+        return command
 
     command = [args.python, "-m", STEP_MODULE, "--input", str(source.input_dir)]
     command += ["--output", str(run_dir / "output")]

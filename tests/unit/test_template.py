@@ -125,7 +125,7 @@ def test_missing_artifacts_rejected(settings, store, tmp_path):
     recipe = tmp_path / "apply.yaml"
     recipe.write_text("artifacts: {apply: s3://acme-model-artifacts-bucket/nope.json}\n")
 
-    with pytest.raises(ConfigurationError, match="nope.json does not exist"):
+    with pytest.raises(ConfigurationError, match=r"nope\.json does not exist"):
         upload_recipe(store, settings, recipe)
 
 
