@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_VERSION = 1
 SPILL_BATCH_ROWS = 131_072
-OUTPUT_PREFIX = "processed_"
 
 
 @dataclass
@@ -76,7 +75,6 @@ class RunResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     fitted: dict[str, Any] = field(default_factory=dict)
     rejected_file: str | None = None
-    input_profile: dict[str, dict[str, Any]] = field(default_factory=dict)
     output_profile: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing_before: dict[str, int] = field(default_factory=dict)
     set_missing: dict[str, int] = field(default_factory=dict)
@@ -170,7 +168,7 @@ class Engine:
             if spills
             else pl.LazyFrame(schema=schema)
         )
-        self._check_step_columns(list(schema.names()), self._runners(None, check_only=True))
+        self._check_step_columns(list(schema.names()), self._runners(None))
         fitted = self._fit(base)
         runners = self._runners(fitted)
         splitter = self._splitter(base, runners)
@@ -295,7 +293,7 @@ class Engine:
 
     # Steps -------------------------------------------------------------------------------------
 
-    def _runners(self, fitted: dict[int, Any] | None, check_only: bool = False) -> list[StepRunner]:
+    def _runners(self, fitted: dict[int, Any] | None) -> list[StepRunner]:
         params = self.applied if self.applied is not None else (fitted or {})
         return [
             StepRunner(index, step, params.get(index), self.timestamp)

@@ -48,7 +48,7 @@ class _Column:
     top: pl.DataFrame | None = None
 
     def merge_moments(self, count: int, mean: float, squared_deviations: float) -> None:
-        """Combine this chunk's mean and M2 with the running ones (Chan et al., 1979).
+        """Combine this chunk's mean and M2 with the running ones (the pairwise update).
 
         Summing x and x squared instead would lose all precision for values such as epoch
         milliseconds, where the spread is tiny next to the magnitude.
