@@ -96,7 +96,8 @@ def check_prepflow(python: str, recipes: Sequence[str], legacy: bool, recipe_fil
         [python, "-m", STEP_MODULE, "--help"], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        last_line = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = done.stderr.strip().splitlines()
+        last_line = lines[-1] if lines else "no output"
         raise BenchError(
             f"'{python} -m {STEP_MODULE} --help' failed with exit code {done.returncode}: "
             f"{last_line}. Install prepflow into that interpreter, or leave prepflow out of "
@@ -201,8 +202,11 @@ def build_command(
     return command
 
 
-def run_once(series: Series, run_dir: Path, timeout_s: float) -> None:
-    """Run the series' command in a new ``run_dir``, check its exit and output, and clean up."""
+def run_once(series: Series, run_dir: Path, timeout_s: float, record: bool = True) -> None:
+    """Run the series' command in a new ``run_dir``, check its exit and output, and clean up.
+
+    With ``record`` False the run is checked but its figures are not added to the series.
+    """
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     try:
@@ -216,6 +220,8 @@ def run_once(series: Series, run_dir: Path, timeout_s: float) -> None:
         check_run(series, measurement, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    if not record:
+        return
     series.wall_s.append(measurement.wall_s)
     series.cpu_s.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if measurement.rss_kib is not None:
@@ -249,6 +255,10 @@ def run_input(source: InputFile, args: argparse.Namespace) -> list[Series]:
             series.append(Series(source.label, "any" if tool == "cp" else recipe, tool, command))
 
     read_once(source.path)
+    for run in range(1, args.warmup + 1):
+        for item in series:
+            print(f"{source.label} {item.recipe} {item.tool}: warm-up {run}", file=sys.stderr)
+            run_once(item, args.work_dir / "run", args.timeout, record=False)
     for run in range(1, args.runs + 1):
         for item in series:
             print(
@@ -337,7 +347,10 @@ def describe_context(args: argparse.Namespace, inputs: list[InputFile]) -> dict[
     facts.pop("prepflow command", None)
     facts.pop("input", None)
     facts.update(_versions(args.python, ("pandas", "pyarrow", "numpy")))
-    facts["runs"] = f"{args.runs} per tool, interleaved run by run (medians reported)"
+    facts["runs"] = (
+        f"{args.runs} timed per tool after {args.warmup} untimed, interleaved run by run "
+        "(medians reported)"
+    )
     for source in inputs:
         generated = (
             f", generated in {source.generation_s:.1f} s"
@@ -434,7 +447,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=list(TOOLS),
         help="comma-separated tools: cp, pandas, prepflow (default: all)",
     )
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool (default: 3)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per tool (default: 3)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed runs per tool before the timed ones (default: 0)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default: 7)")
 
     # Where inputs and outputs go.
@@ -491,6 +510,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be 1 or more, got {args.runs}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
     return args
 
 
