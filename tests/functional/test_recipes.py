@@ -390,3 +390,26 @@ def test_run_with_unknown_artifacts_job(cli, home, tmp_path):
 
     assert result.returncode == 2
     assert "artifacts/prepflow-none-000000000000/artifacts.json does not exist" in result.stderr
+
+
+def test_unique_across_files_spilled(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "schema:\n  columns:\n    id: {type: int, unique: true}\n    x: {type: float}\n"
+        "steps:\n  - {step: impute, columns: [x], strategy: mean}\n"
+        "output: {format: csv, split: {train: 0.5, test: 0.5, seed: 3}}\n",
+    )
+    folder = folder_with(tmp_path, "a.csv", "id,x\n1,1\n2,\n1,5\n,7\n")
+    (folder / "b.csv").write_text("id,x\n3,3\n2,9\n,9\n")
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    rejected = read_rows(tmp_path / "rejected" / "rejected.csv")
+    found = [(row["source_file"], row["line"], row["column"], row["value"]) for row in rejected]
+    assert found == [("a.csv", "4", "id", "1"), ("b.csv", "3", "id", "2")]
+    kept = read_rows(tmp_path / "out" / "train.csv") + read_rows(tmp_path / "out" / "test.csv")
+    assert sorted(row["id"] for row in kept) == ["", "", "1", "2", "3"]
+    # The mean is fitted on the rows kept: 1, 7, 3 and 9 (the missing x is imputed).
+    assert {row["id"]: row["x"] for row in kept if row["id"]}["2"] == "5.0"
+    assert report_of(tmp_path)["rows"] == {"in": 7, "out": 5, "rejected": 2, "removed": 0}

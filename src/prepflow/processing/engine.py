@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.ipc
 
 from prepflow.errors import ProcessingError
 from prepflow.processing import readers
@@ -34,7 +35,14 @@ from prepflow.processing.profile import Profiler
 from prepflow.processing.readers import RECORD, Source
 from prepflow.processing.recipe import FITTED_STEPS, Recipe
 from prepflow.processing.steps import Outcome, StepRunner, describe, output_columns
-from prepflow.processing.validate import SchemaValidator
+from prepflow.processing.validate import (
+    COLUMN,
+    DUPLICATE_REASON,
+    REASON,
+    VALUE,
+    SchemaValidator,
+    first_occurrence,
+)
 from prepflow.processing.writers import OutputWriter, RejectedWriter
 
 logger = logging.getLogger(__name__)
@@ -155,12 +163,14 @@ class Engine:
             self.output_profile.ensure_columns(schema)
 
     def _spilled(self, sources: list[Source], writer: OutputWriter) -> None:
+        self.validator.defer_unique = True
         spills = self._spill_all(sources)
         schema = _combined_schema(spills)
+        unique = self.validator.unique_columns
         base = (
             pl.concat(
                 [
-                    pl.scan_parquet(path).with_columns(_casts(path_schema, schema))
+                    pl.scan_ipc(path).with_columns(_casts(path_schema, schema))
                     for path, path_schema, _ in spills
                 ],
                 how="diagonal_relaxed",
@@ -168,27 +178,36 @@ class Engine:
             if spills
             else pl.LazyFrame(schema=schema)
         )
+        # Rows that repeat a value of a unique column, found over all files at once.
+        firsts = (
+            base.select([first_occurrence(name) for name in unique]).collect() if unique else None
+        )
+        if unique:
+            base = base.filter(pl.all_horizontal([first_occurrence(name) for name in unique]))
         self._check_step_columns(list(schema.names()), self._runners(None))
         fitted = self._fit(base)
         runners = self._runners(fitted)
-        splitter = self._splitter(base, runners)
+        transformed = self._transformed_batches(spills, schema, runners, firsts)
         columns: pl.Schema | None = None
-        for path, path_schema, source in spills:
-            for batch in _spill_batches(path):
-                batch = batch.with_columns(_casts(path_schema, schema))
-                batch = batch.select(
-                    [
-                        pl.col(name)
-                        if name in batch.columns
-                        else pl.lit(None, dtype=dtype).alias(name)
-                        for name, dtype in schema.items()
-                    ]
-                )
-                out = self._through_steps(runners, batch, source)
+        if self.recipe.output.split is None:
+            for out in transformed:
                 columns = out.schema
-                if splitter is None:
-                    self._emit(writer, out, None)
-                else:
+                self._emit(writer, out, None)
+        elif self._keeps_every_row(runners, schema):
+            # No step can remove a row, so the spilled rows are the rows to split.
+            splitter = self._splitter(base)
+            for out in transformed:
+                columns = out.schema
+                for name, part in splitter.assign(out):
+                    self._emit(writer, part, name)
+        else:
+            # Exact split sizes need the number of rows after every step, so the transformed
+            # rows go to a second spill, are counted there, then split on the way out.
+            final = self._spill_frames(transformed, "final.arrow")
+            if final is not None:
+                splitter = self._splitter(pl.scan_ipc(final))
+                for out in _spill_batches(final):
+                    columns = out.schema
                     for name, part in splitter.assign(out):
                         self._emit(writer, part, name)
         if not writer.files:
@@ -200,56 +219,58 @@ class Engine:
             self.output_profile.ensure_columns(columns or frame.schema)
 
     def _spill_all(self, sources: list[Source]) -> list[tuple[Path, pl.Schema, Source]]:
+        """Spill each file's checked rows; a header-only CSV file spills its empty columns."""
         spills = []
         for number, source in enumerate(sources):
-            path = self.paths.work_dir / f"spill-{number}.parquet"
-            parquet: pq.ParquetWriter | None = None
-            schema: pl.Schema | None = None
-            for batch in self._validated(source):
-                if parquet is None or schema is None:
-                    schema = batch.schema
-                    arrow_schema = batch.to_arrow().schema
-                    parquet = pq.ParquetWriter(path, arrow_schema, compression="lz4")
-                parquet.write_table(batch.cast(schema).to_arrow().cast(arrow_schema))
-            if parquet is not None and schema is not None:
-                parquet.close()
-                spills.append((path, schema, source))
-            elif source.format == "csv":
+            name = f"spill-{number}.arrow"
+            path = self._spill_frames(self._validated(source), name)
+            if path is None:
                 empty = self._empty_input(source)
-                if empty is not None:
-                    empty.write_parquet(path)
-                    spills.append((path, empty.schema, source))
+                if empty is None:
+                    continue
+                path = self.paths.work_dir / name
+                empty.write_ipc(path)
+            spills.append((path, pl.scan_ipc(path).collect_schema(), source))
         return spills
 
     # Reading and validation --------------------------------------------------------------------
 
     def _validated(self, source: Source) -> Iterator[pl.DataFrame]:
-        rows = 0
+        """Yield the file's checked batches; reading and checking run on a read-ahead thread.
+
+        The thread does the parsing and the schema checks of the next batches while this
+        thread transforms and writes, and polars and pyarrow release the GIL for most of both.
+        """
         rejected_before = self.rejected.count
-        checked_columns = False
-        for batch in readers.prefetched(readers.read_batches(source, self.recipe.input)):
-            if not checked_columns:
-                self.validator.check_columns(batch.columns, source.name)
-                checked_columns = True
-            rows += batch.height
-            checked = self.validator.check(batch)
-            self.rejected.add(checked.rejected, source, "schema")
-            rows += self._take_bad_records(source)
-            yield checked.good
-        rows += self._take_bad_records(source)
-        source.records_total = rows + (1 if self.recipe.input.header else 0)
-        self.result.rows_in += rows
+        rows = [0]
+
+        def checked() -> Iterator[pl.DataFrame]:
+            checked_columns = False
+            for batch in readers.read_batches(source, self.recipe.input):
+                if not checked_columns:
+                    self.validator.check_columns(batch.columns, source.name)
+                    checked_columns = True
+                rows[0] += batch.height + self._take_bad_records(source)
+                result = self.validator.check(batch)
+                self.rejected.add(result.rejected, source, "schema")
+                yield result.good
+            rows[0] += self._take_bad_records(source)
+
+        yield from readers.prefetched(checked())
+        total = rows[0]
+        source.records_total = total + (1 if self.recipe.input.header else 0)
+        self.result.rows_in += total
         self.result.sources.append(
             {
                 "file": source.name,
                 "format": source.format,
                 "encoding": source.encoding,
                 "compression": source.compression,
-                "rows_in": rows,
+                "rows_in": total,
                 "rows_rejected": self.rejected.count - rejected_before,
             }
         )
-        logger.info("%s: %d rows read (%s)", source.name, rows, source.format)
+        logger.info("%s: %d rows read (%s)", source.name, total, source.format)
 
     def _take_bad_records(self, source: Source) -> int:
         """Pass the records the reader set aside so far to the rejected rows; return how many.
@@ -355,18 +376,100 @@ class Engine:
         self.output_profile.add(data)
         writer.write(data, split)
 
-    def _splitter(self, base: pl.LazyFrame, runners: list[StepRunner]) -> Splitter | None:
-        split = self.recipe.output.split
-        if split is None:
-            return None
-        final = base
+    def _transformed_batches(
+        self,
+        spills: list[tuple[Path, pl.Schema, Source]],
+        schema: pl.Schema,
+        runners: list[StepRunner],
+        firsts: pl.DataFrame | None,
+    ) -> Iterator[pl.DataFrame]:
+        """Read the spills batch by batch, in the combined schema, through every step.
+
+        ``firsts`` has a column per unique column, true where the row's value is seen for the
+        first time; the other rows are rejected here, before the steps.
+        """
+        offset = 0
+        for path, path_schema, source in spills:
+            for batch in _spill_batches(path):
+                batch = batch.with_columns(_casts(path_schema, schema)).select(
+                    [
+                        pl.col(name)
+                        if name in batch.columns
+                        else pl.lit(None, dtype=dtype).alias(name)
+                        for name, dtype in schema.items()
+                    ]
+                )
+                if firsts is not None:
+                    flags = firsts.slice(offset, batch.height)
+                    offset += batch.height
+                    batch = self._reject_repeats(batch, flags, source)
+                yield self._through_steps(runners, batch, source)
+
+    def _reject_repeats(
+        self, batch: pl.DataFrame, flags: pl.DataFrame, source: Source
+    ) -> pl.DataFrame:
+        keep = flags.select(pl.all_horizontal(pl.all())).to_series()
+        if bool(keep.all()):
+            return batch
+        # The first unique column, in schema order, that repeats names the row's fault.
+        column = pl.lit(None, dtype=pl.String)
+        value = pl.lit(None, dtype=pl.String)
+        for name in reversed(flags.columns):
+            repeated = ~flags[name]
+            column = pl.when(repeated).then(pl.lit(name)).otherwise(column)
+            value = pl.when(repeated).then(pl.col(name).cast(pl.String)).otherwise(value)
+        marked = batch.with_columns(
+            pl.lit(DUPLICATE_REASON).alias(REASON),
+            column.alias(COLUMN),
+            value.alias(VALUE),
+        )
+        self.rejected.add(marked.filter(~keep), source, "schema")
+        return batch.filter(keep)
+
+    def _spill_frames(self, frames: Iterator[pl.DataFrame], name: str) -> Path | None:
+        """Write frames to an Arrow IPC spill file; return its path, or None without rows.
+
+        IPC, unlike Parquet, needs no encoding on the way out nor decoding on the way in, and
+        polars scans it lazily for fitting.
+        """
+        path = self.paths.work_dir / name
+        spill: pa.ipc.RecordBatchFileWriter | None = None
+        schema: pl.Schema | None = None
+        try:
+            for frame in frames:
+                if frame.height == 0:
+                    continue
+                if spill is None or schema is None:
+                    schema = frame.schema
+                    arrow_schema = _spill_table(frame).schema
+                    spill = pa.ipc.new_file(str(path), arrow_schema)
+                spill.write_table(_spill_table(frame.cast(schema)).cast(arrow_schema))
+        finally:
+            if spill is not None:
+                spill.close()
+        return path if spill is not None else None
+
+    def _keeps_every_row(self, runners: list[StepRunner], schema: pl.Schema) -> bool:
+        checked_json = {
+            name
+            for name, spec in self.recipe.columns_schema.columns.items()
+            if spec.type == "json" and spec.on_invalid == "reject"
+        }
+        frame = pl.DataFrame(schema=schema)
         for runner in runners:
-            final = runner.lazy(final)
+            if not runner.keeps_every_row(frame.schema, checked_json):
+                return False
+            frame = runner.apply(frame).frame
+        return True
+
+    def _splitter(self, rows: pl.LazyFrame) -> Splitter:
+        split = self.recipe.output.split
+        assert split is not None
         if split.stratify is not None:
-            counts = final.group_by(split.stratify).len().collect(engine="streaming")
+            counts = rows.group_by(split.stratify).len().collect(engine="streaming")
             totals = {key: int(count) for key, count in counts.iter_rows()}
         else:
-            totals = {None: int(final.select(pl.len()).collect(engine="streaming").item())}
+            totals = {None: int(rows.select(pl.len()).collect(engine="streaming").item())}
         return Splitter(split.fractions(), totals, split.seed, split.stratify)
 
     # Artifacts ---------------------------------------------------------------------------------
@@ -455,10 +558,14 @@ class Splitter:
 
     def assign(self, frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
         labels = np.empty(frame.height, dtype=np.int64)
-        keys = [None] * frame.height if self.stratify is None else frame[self.stratify].to_list()
-        groups: dict[Any, list[int]] = {}
-        for position, key in enumerate(keys):
-            groups.setdefault(key, []).append(position)
+        if self.stratify is None:
+            groups: dict[Any, np.ndarray[Any, Any]] = {None: np.arange(frame.height)}
+        else:
+            indexed = frame.select(pl.col(self.stratify).alias("key")).with_row_index("position")
+            grouped = indexed.group_by("key", maintain_order=True).agg(pl.col("position"))
+            groups = {
+                key: np.asarray(positions, dtype=np.int64) for key, positions in grouped.iter_rows()
+            }
         for key, positions in groups.items():
             quota = self.remaining[key]
             drawn = self.random.multivariate_hypergeometric(quota, len(positions))
@@ -479,12 +586,20 @@ def _quotas(fractions: list[float], total: int) -> list[int]:
     return quotas
 
 
+def _spill_table(frame: pl.DataFrame) -> pa.Table:
+    # Plain large strings, which every Arrow reader takes, not polars' string views.
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
 def _spill_batches(path: Path) -> Iterator[pl.DataFrame]:
-    parquet = pq.ParquetFile(path)
-    for batch in parquet.iter_batches(batch_size=SPILL_BATCH_ROWS):
-        frame = pl.from_arrow(batch)
-        assert isinstance(frame, pl.DataFrame)
-        yield frame
+    # Read, not memory-mapped: frames kept after the file closes (by the profiler) must own
+    # their buffers.
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        for index in range(reader.num_record_batches):
+            frame = pl.from_arrow(reader.get_batch(index))
+            assert isinstance(frame, pl.DataFrame)
+            yield frame
 
 
 def _combined_schema(spills: list[tuple[Path, pl.Schema, Source]]) -> pl.Schema:

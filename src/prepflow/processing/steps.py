@@ -154,6 +154,22 @@ class StepRunner:
             return self._parse_dates(frame)
         return Outcome(self.transform(frame))
 
+    def keeps_every_row(self, schema: pl.Schema, checked_json: set[str]) -> bool:
+        """Tell whether the step passes every row on, given the columns' types at that point.
+
+        ``checked_json`` names columns that the schema already proved to hold JSON objects.
+        """
+        step = self.step
+        if isinstance(step, (DropMissing, Filter, Deduplicate)):
+            return False
+        if isinstance(step, ExtractJson):
+            return step.on_invalid == "set_missing" or step.column in checked_json
+        if isinstance(step, ParseDates):
+            return step.on_invalid == "set_missing" or all(
+                schema.get(name) == self._date_type() for name in step.columns
+            )
+        return True
+
     def reason(self) -> str:
         return f"removed by step {self.index} ({self.step.step})"
 
@@ -173,9 +189,14 @@ class StepRunner:
                 frame = frame.filter(
                     pl.col(step.column).map_batches(_valid_json, return_dtype=pl.Boolean)
                 )
-            return frame.with_columns(self._json_fields()).drop(
-                [step.column] if step.drop_source else []
+            # The same extraction as the batch pass, so fitted values match what it writes.
+            struct = pl.Struct(dict.fromkeys(step.fields, pl.String))
+            extracted = pl.col(step.column).map_batches(
+                lambda series: _extract_struct(series, step.fields), return_dtype=struct
             )
+            return frame.with_columns(
+                [extracted.struct.field(name).alias(name) for name in step.fields]
+            ).drop([step.column] if step.drop_source else [])
         if isinstance(step, ParseDates):
             parser, dtype = self._date_parser(), self._date_type()
             parsed = {
@@ -302,31 +323,26 @@ class StepRunner:
             frame.filter(first), removed=_with_reason(frame.filter(~first), self.reason())
         )
 
-    def _json_fields(self) -> list[pl.Expr]:
-        assert isinstance(self.step, ExtractJson)
-        source = pl.col(self.step.column)
-        return [
-            source.str.json_path_match("$." + path).alias(name)
-            for name, path in self.step.fields.items()
-        ]
-
     def _extract_json(self, frame: pl.DataFrame) -> Outcome:
         step = self.step
         assert isinstance(step, ExtractJson)
         column = frame[step.column].cast(pl.String)
-        invalid, messages = json_problems(column)
+        # One typed decode parses each value once and proves every value is an object.
+        fields = _decode_fields(column, step.fields)
         rejected = None
-        if invalid.any():
-            if step.on_invalid == "reject":
+        if fields is None:
+            invalid, messages = json_problems(column)
+            if invalid.any() and step.on_invalid == "reject":
                 rejected = frame.filter(invalid).with_columns(
                     (pl.lit("invalid JSON: ") + messages.filter(invalid)).alias(REASON),
                     pl.lit(step.column).alias(COLUMN),
                     column.filter(invalid).alias(VALUE),
                 )
-                frame = frame.filter(~invalid)
-            else:
-                frame = frame.with_columns(column.set(invalid, None).alias(step.column))
-        result = frame.with_columns(self._json_fields())
+                frame, column = frame.filter(~invalid), column.filter(~invalid)
+            elif invalid.any():
+                column = column.set(invalid, None)
+            fields = _fields_of_objects(column, step.fields)
+        result = frame.with_columns(list(fields.values()))
         if step.drop_source:
             result = result.drop(step.column)
         return Outcome(result, rejected=rejected)
@@ -393,6 +409,68 @@ def _with_reason(frame: pl.DataFrame, reason: str) -> pl.DataFrame | None:
         pl.lit(None, dtype=pl.String).alias(COLUMN),
         pl.lit(None, dtype=pl.String).alias(VALUE),
     )
+
+
+def _fields_of_objects(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series]:
+    """Extract fields from a column that holds only JSON objects or nulls."""
+    return _decode_fields(column, fields) or {
+        name: column.str.json_path_match("$." + path).alias(name) for name, path in fields.items()
+    }
+
+
+def _extract_struct(column: pl.Series, fields: dict[str, str]) -> pl.Series:
+    """Return the extracted fields of a column of JSON objects, as one struct Series."""
+    text = column.cast(pl.String)
+    invalid, _ = json_problems(text)
+    if invalid.any():
+        text = text.set(invalid, None)
+    return pl.DataFrame(list(_fields_of_objects(text, fields).values())).to_struct(column.name)
+
+
+def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series] | None:
+    """Decode JSON objects once and return each requested field as text, or None when some
+    value is not an object or a requested field holds an array or object.
+
+    NOTE: numbers come back as polars writes them (``1.5e3`` as ``1500``), while the
+    ``json_path_match`` fallback writes ``1500.0``; only batches that need the fallback differ.
+    """
+    dtype = _fields_dtype(list(fields.values()))
+    if dtype is None:
+        return None
+    try:
+        decoded = column.str.json_decode(dtype)
+    except pl.exceptions.PolarsError:
+        return None
+    result: dict[str, pl.Series] = {}
+    for name, path in fields.items():
+        value = decoded
+        for part in path.split("."):
+            value = value.struct.field(part)
+        result[name] = value.alias(name)
+    return result
+
+
+def _fields_dtype(paths: list[str]) -> pl.Struct | None:
+    """Build the struct type that holds the dotted paths as text, or None if they conflict."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        parts = path.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                return None
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            return None
+        node[parts[-1]] = None
+
+    def build(node: dict[str, Any]) -> pl.Struct:
+        return pl.Struct(
+            {key: pl.String if child is None else build(child) for key, child in node.items()}
+        )
+
+    return build(tree)
 
 
 def _valid_json(column: pl.Series) -> pl.Series:

@@ -43,6 +43,7 @@ POLARS_TYPES: dict[str, pl.DataType] = {
 REASON = "__reason"
 COLUMN = "__column"
 VALUE = "__value"
+DUPLICATE_REASON = "duplicate value in a unique column"
 
 
 @dataclass
@@ -68,6 +69,10 @@ class SchemaValidator:
         self.specs = recipe.columns_schema.columns
         self.counts = ValidationCounts()
         self.seen = {name: SeenValues() for name, spec in self.specs.items() if spec.unique}
+        # When the engine spills, it checks unique columns itself over the whole spill,
+        # which is faster than a batch-by-batch check.
+        self.defer_unique = False
+        self.unique_columns = [name for name, spec in self.specs.items() if spec.unique]
 
     def check_columns(self, columns: list[str], source_name: str) -> None:
         """Raise before any row is read when the file's columns cannot meet the schema."""
@@ -162,16 +167,14 @@ class SchemaValidator:
     def _check_unique(
         self, name: str, spec: ColumnSpec, values: pl.Series, invalid: pl.Series, reasons: pl.Series
     ) -> tuple[pl.Series, pl.Series]:
-        if not spec.unique:
+        if not spec.unique or self.defer_unique:
             return invalid, reasons
         # Invalid values are not remembered, so a later valid copy is not a repeat.
         candidates = values.set(invalid, None) if invalid.any() else values
         repeated = ~self.seen[name].first_occurrences(candidates)
         if repeated.any():
             reasons = pl.select(
-                pl.when(repeated)
-                .then(pl.lit("duplicate value in a unique column"))
-                .otherwise(reasons)
+                pl.when(repeated).then(pl.lit(DUPLICATE_REASON)).otherwise(reasons)
             ).to_series()
             invalid = invalid | repeated
         return invalid, reasons
@@ -288,6 +291,11 @@ def _json_message(text: str) -> str | None:
     if not isinstance(value, dict):
         return f"a JSON {json_type(value)}, not an object"
     return None
+
+
+def first_occurrence(name: str) -> pl.Expr:
+    """True for the first row of each value of a column, and for missing values."""
+    return pl.col(name).is_first_distinct() | pl.col(name).is_null()
 
 
 def _rule_failures(values: pl.Series, spec: ColumnSpec) -> list[tuple[pl.Series, str]]:

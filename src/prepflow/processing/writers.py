@@ -11,9 +11,12 @@ import gzip
 import io
 import json
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -33,6 +36,9 @@ from prepflow.processing.validate import COLUMN, REASON, VALUE
 
 logger = logging.getLogger(__name__)
 
+# Rows per Parquet row group: large groups compress and read better than one per batch.
+PARQUET_ROW_GROUP_ROWS = 262_144
+T = TypeVar("T")
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
 REJECTED_COLUMNS = ("source_file", "record", "stage", "column", "reason", "value", "row")
 REJECTED_SCHEMA = pa.schema(
@@ -55,6 +61,9 @@ class _OpenFile:
     parquet: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     rows: int = 0
+    # Parquet rows waiting to be written as one row group.
+    pending: list[pl.DataFrame] = field(default_factory=list)
+    pending_rows: int = 0
 
 
 @dataclass
@@ -86,6 +95,7 @@ class OutputWriter:
         """Close every file; return name and row count of each, for the report."""
         outputs = []
         for entry in self.files.values():
+            self._guarded(entry, partial(self._flush_parquet, entry))
             if entry.parquet is not None:
                 entry.parquet.close()
             if entry.handle is not None:
@@ -104,18 +114,22 @@ class OutputWriter:
     def _append(self, frame: pl.DataFrame, split: str | None, partition: str | None) -> None:
         key = (split, partition)
         entry = self.files.get(key)
+        if entry is None:
+            entry = self._guarded(None, lambda: self._open(split, partition))
+            self.files[key] = entry
+        self._guarded(entry, lambda: self._write_rows(entry, frame))
+        entry.rows += frame.height
+
+    def _guarded(self, entry: _OpenFile | None, action: Callable[[], T]) -> T:
+        """Run a file operation, turning an OSError into a ProcessingError that names the file."""
         try:
-            if entry is None:
-                entry = self._open(split, partition)
-                self.files[key] = entry
-            self._write_rows(entry, frame)
+            return action()
         except OSError as error:
             target = entry.path if entry is not None else self.folder
             raise ProcessingError(
                 f"cannot write {str(target)!r}: {error.strerror or error}; check that the "
                 "output folder is writable and has free space"
             ) from error
-        entry.rows += frame.height
 
     def _open(self, split: str | None, partition: str | None) -> _OpenFile:
         name = (split or self.base_name) + EXTENSIONS[self.options.format]
@@ -129,13 +143,10 @@ class OutputWriter:
 
     def _write_rows(self, entry: _OpenFile, frame: pl.DataFrame) -> None:
         if self.options.format == "parquet":
-            table = frame.to_arrow()
-            if entry.parquet is None:
-                entry.schema = table.schema
-                codec = "none" if self.options.compression == "none" else self.options.compression
-                entry.parquet = pq.ParquetWriter(entry.path, table.schema, compression=codec)
-            assert entry.schema is not None
-            entry.parquet.write_table(table.cast(entry.schema))
+            entry.pending.append(frame)
+            entry.pending_rows += frame.height
+            if entry.pending_rows >= PARQUET_ROW_GROUP_ROWS or entry.parquet is None:
+                self._flush_parquet(entry)
             return
         first = entry.handle is None
         if entry.handle is None:
@@ -149,6 +160,18 @@ class OutputWriter:
             frame.write_csv(entry.handle, include_header=first)
         else:
             frame.write_ndjson(entry.handle)
+
+    def _flush_parquet(self, entry: _OpenFile) -> None:
+        if not entry.pending:
+            return
+        table = pl.concat(entry.pending, how="vertical_relaxed").to_arrow()
+        entry.pending, entry.pending_rows = [], 0
+        if entry.parquet is None:
+            entry.schema = table.schema
+            codec = "none" if self.options.compression == "none" else self.options.compression
+            entry.parquet = pq.ParquetWriter(entry.path, table.schema, compression=codec)
+        assert entry.schema is not None
+        entry.parquet.write_table(table.cast(entry.schema))
 
 
 def _partition_folder(column: str, value: object) -> str:
@@ -165,6 +188,7 @@ class RejectedWriter:
         self.folder = folder
         self.spill = spill
         self.writer: pq.ParquetWriter | None = None
+        self.lock = threading.Lock()
         self.count = 0
         self.by_reason: dict[str, int] = {}
 
@@ -208,6 +232,11 @@ class RejectedWriter:
         self._append(table)
 
     def _append(self, table: pl.DataFrame) -> None:
+        # The read-ahead thread adds schema rejects while this thread adds step rejects.
+        with self.lock:
+            self._append_unlocked(table)
+
+    def _append_unlocked(self, table: pl.DataFrame) -> None:
         reasons = table.group_by("reason").len()
         for reason, count in reasons.iter_rows():
             kind = _reason_kind(reason)
