@@ -187,7 +187,8 @@ class Engine:
         self._check_step_columns(list(schema.names()), self._runners(None))
         fitted = self._fit(base)
         runners = self._runners(fitted)
-        transformed = self._transformed_batches(spills, schema, runners, firsts)
+        # The steps run on a read-ahead thread while this one splits, profiles and writes.
+        transformed = readers.prefetched(self._transformed_batches(spills, schema, runners, firsts))
         columns: pl.Schema | None = None
         if self.recipe.output.split is None:
             for out in transformed:
@@ -246,7 +247,8 @@ class Engine:
 
         def checked() -> Iterator[pl.DataFrame]:
             checked_columns = False
-            for batch in readers.read_batches(source, self.recipe.input):
+            # Parsing runs on a thread of its own, one stage ahead of the checks.
+            for batch in readers.prefetched(readers.read_batches(source, self.recipe.input)):
                 if not checked_columns:
                     self.validator.check_columns(batch.columns, source.name)
                     checked_columns = True
