@@ -10,7 +10,7 @@ therefore adopts it as a child subreaper (see process_timing.py) to report the j
 RSS next to the CLI's.
 
 The same runs are split into phases at the moments that the job folder records, and the
-script times ``python -c pass``, ``import polars``, ``import prepflow.cli`` and the reference
+script times ``python -c pass``, ``import polars``, ``import prepflow.cli`` and the built-in
 step's work alone, to show where the time goes. Run ``python bench/run_bench.py --help`` for
 the options; docs/benchmarks.md has results.
 """
@@ -49,13 +49,16 @@ MISSING_TOKENS = frozenset({
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 })  # fmt: skip
 
-# Times the reference step's work alone, because the clock starts after the import.
+# Times the built-in step's work alone (the default recipe on one input folder), because the
+# clock starts after the import.
 WORK_ONLY_SNIPPET = """
 import sys, time
 from pathlib import Path
-from prepflow.processing import outputs
+from prepflow.processing.__main__ import run
+from prepflow.processing.paths import StepPaths
+paths = StepPaths(input_dir=Path(sys.argv[1]), output_dir=Path(sys.argv[2]))
 started = time.perf_counter()
-reference.process_file(Path(sys.argv[1]), Path(sys.argv[2]))
+run(paths)
 print(time.perf_counter() - started)
 """
 
@@ -208,11 +211,13 @@ def count_expected_rows(path: Path) -> tuple[int, int]:
 
 
 def measure_work_only(python: str, input_file: Path, runs: int, timeout_s: float) -> list[float]:
-    """Time reference.process_file alone, in a fresh interpreter per run, import excluded."""
+    """Time the step's work alone, in a fresh interpreter per run, import excluded."""
     seconds = []
     with tempfile.TemporaryDirectory(prefix="prepflow-bench-work-") as scratch:
-        target = Path(scratch, "processed.csv")
-        argv = [python, "-c", WORK_ONLY_SNIPPET, str(input_file), str(target)]
+        input_dir, target = Path(scratch, "input"), Path(scratch, "output")
+        input_dir.mkdir()
+        (input_dir / input_file.name).symlink_to(input_file.resolve())
+        argv = [python, "-c", WORK_ONLY_SNIPPET, str(input_dir), str(target)]
         for measurement in measure_command(argv, runs, timeout_s):
             seconds.append(float(measurement.stdout.strip().splitlines()[-1]))
     return seconds
@@ -264,7 +269,7 @@ def build_rows(
     for label, measurements in baselines.items():
         rows.append(Row(label, [m.wall_s for m in measurements], "s"))
     if work_s:
-        rows.append(Row("reference.process_file alone (import excluded)", work_s, "s"))
+        rows.append(Row("step's work alone (import excluded)", work_s, "s"))
     return rows
 
 
