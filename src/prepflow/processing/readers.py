@@ -95,10 +95,17 @@ def detect(path: Path, name: str, options: InputOptions) -> Source:
     return Source(path, name, data_format, compression, encoding)
 
 
-def read_batches(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
-    """Yield the file's rows in batches; bad records are appended to ``source.bad_records``."""
+def read_batches(
+    source: Source, options: InputOptions, *, missing_values: tuple[str, ...] = ()
+) -> Iterator[pl.DataFrame]:
+    """Yield the file's rows in batches; bad records are appended to ``source.bad_records``.
+
+    ``missing_values`` are turned into nulls by pyarrow's CSV parser, which is faster than
+    doing it afterwards but loses the text, so the caller passes them only when no row can be
+    rejected with its values as read. Other formats ignore them.
+    """
     if source.format == "csv":
-        yield from _read_csv(source, options)
+        yield from _read_csv(source, options, missing_values)
     elif source.format == "parquet":
         yield from _read_parquet(source)
     elif source.format == "jsonl":
@@ -183,14 +190,16 @@ def open_binary(source: Source) -> IO[bytes]:
 # CSV ------------------------------------------------------------------------------------------
 
 
-def _read_csv(source: Source, options: InputOptions) -> Iterator[pl.DataFrame]:
+def _read_csv(
+    source: Source, options: InputOptions, missing_values: tuple[str, ...]
+) -> Iterator[pl.DataFrame]:
     if _is_empty(source):
         raise ProcessingError(
             f"input file {source.name!r} is empty (0 bytes): nothing to process; upload a CSV "
             "file with a header row"
         )
     collector = _BadRowCollector(source)
-    reader = _open_csv_reader(source, options, collector)
+    reader = _open_csv_reader(source, options, collector, missing_values)
     names = reader.schema.names
     _check_column_names(source, names)
     first_record = 2 if options.header else 1
@@ -276,7 +285,10 @@ def _is_empty(source: Source) -> bool:
 
 
 def _open_csv_reader(
-    source: Source, options: InputOptions, collector: _BadRowCollector
+    source: Source,
+    options: InputOptions,
+    collector: _BadRowCollector,
+    missing_values: tuple[str, ...],
 ) -> pa_csv.CSVStreamingReader:
     read_options = pa_csv.ReadOptions(
         use_threads=False,  # keeps the record numbers of bad rows (pyarrow 26 drops them otherwise)
@@ -294,8 +306,9 @@ def _open_csv_reader(
     names = _header_names(source, options, read_options, parse_options)
     convert_options = pa_csv.ConvertOptions(
         column_types={name: pa.large_string() for name in names},
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
+        null_values=list(missing_values),
+        strings_can_be_null=bool(missing_values),
+        quoted_strings_can_be_null=bool(missing_values),
     )
     stream = csv_stream(source)
     try:

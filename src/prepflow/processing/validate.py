@@ -93,11 +93,13 @@ class SchemaValidator:
                 "schema.unknown_columns to keep or drop"
             )
 
-    def check(self, frame: pl.DataFrame) -> Checked:
+    def check(self, frame: pl.DataFrame, *, tokens_applied: bool = False) -> Checked:
+        """Check a batch; ``tokens_applied`` says the reader already made missing tokens null."""
         # Every column as read (schema columns the file lacks added as missing), for rejected rows.
         absent = [name for name in self.specs if name not in frame.columns]
         as_read = frame.with_columns([pl.lit(None, dtype=pl.String).alias(name) for name in absent])
-        frame = self._apply_missing_tokens(frame)
+        if not tokens_applied:
+            frame = self._apply_missing_tokens(frame)
         for name in frame.columns:
             if name != RECORD:
                 self.counts.missing_before[name] += frame[name].null_count()
