@@ -4,10 +4,10 @@ Two paths, chosen per dataset:
 
 * **streaming**: one file, no fitted step and no split. Each batch is read, validated, passed
   through the steps and written before the next is read, so memory stays flat.
-* **spilled**: several files, fitted steps or a split. Validated batches go to a Parquet spill
-  file per input file; fitted steps learn their parameters from the spill with polars' lazy
-  engine (each on the data as the steps before it leave it); then the spill is read again
-  batch by batch through all steps to the outputs.
+* **spilled**: several files, fitted steps or a split. Validated batches go to an Arrow IPC
+  spill file per input file. Fitted steps learn their parameters from the spills with
+  polars' lazy engine, each on the data as the steps before it leave it. Then the spills are
+  read again batch by batch through all steps to the outputs.
 
 Every row that does not reach an output is counted, and written to the rejected rows when it
 failed (always) or was removed by a step on purpose (when the recipe keeps removed rows).
