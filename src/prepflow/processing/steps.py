@@ -291,10 +291,13 @@ class StepRunner:
             return result.drop(step.columns) if step.drop_source else result
         if isinstance(step, Ordinal):
             assert self.params is not None
+            # An unseen category becomes -1; a missing value stays missing.
             return frame.with_columns(
-                [pl.col(name).cast(pl.String).replace_strict(
-                    self.params[name], list(range(len(self.params[name]))), default=-1,
-                    return_dtype=pl.Int64,
+                [pl.when(pl.col(name).is_null()).then(None).otherwise(
+                    pl.col(name).cast(pl.String).replace_strict(
+                        self.params[name], list(range(len(self.params[name]))), default=-1,
+                        return_dtype=pl.Int64,
+                    )
                 ).alias(name) for name in step.columns]
             )  # fmt: skip
         if isinstance(step, Scale):
