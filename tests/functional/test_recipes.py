@@ -413,3 +413,26 @@ def test_unique_across_files_spilled(tmp_path):
     # The mean is fitted on the rows kept: 1, 7, 3 and 9 (the missing x is imputed).
     assert {row["id"]: row["x"] for row in kept if row["id"]}["2"] == "5.0"
     assert report_of(tmp_path)["rows"] == {"in": 7, "out": 5, "rejected": 2, "removed": 0}
+
+
+def test_required_set_missing_still_rejects(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "schema:\n  columns:\n"
+        "    id: {type: int, required: true, on_invalid: set_missing}\n"
+        "    x: {type: float, on_invalid: set_missing}\n",
+    )
+    folder = folder_with(tmp_path, "a.csv", "id,x\n1,a\n,2\nzz,3\n4,5\n")
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    rejected = read_rows(tmp_path / "rejected" / "rejected.csv")
+    assert [(row["line"], row["reason"]) for row in rejected] == [
+        ("3", "missing required value"),
+        ("4", "invalid int"),
+    ]
+    assert [(row["id"], row["x"]) for row in read_rows(tmp_path / "out" / "data.csv")] == [
+        ("1", ""),
+        ("4", "5.0"),
+    ]

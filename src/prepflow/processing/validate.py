@@ -113,13 +113,23 @@ class SchemaValidator:
         blanked: dict[str, pl.Series] = {}
         converted: dict[str, pl.Series] = {}
         for name, spec in self.specs.items():
-            values, invalid, reasons = _convert(frame[name], spec, self.options)
+            values, invalid, reasons, missing = _convert(frame[name], spec, self.options)
             invalid, reasons = self._check_unique(name, spec, values, invalid, reasons)
             if spec.on_invalid == "set_missing":
                 if invalid.any():
                     blanked[name] = invalid
                     values = values.set(invalid, None)
-            elif invalid.any():
+                    if spec.required:
+                        # A required value cannot be set missing, so its row is rejected
+                        # with the reason the value failed.
+                        missing = missing | invalid
+                invalid = pl.Series([False] * len(values))
+            if missing.any():
+                reasons = _choose(
+                    missing & reasons.is_null(), pl.lit("missing required value"), reasons
+                )
+                invalid = invalid | missing
+            if invalid.any():
                 problems.append((name, invalid, reasons))
             converted[name] = values
         frame = frame.with_columns(list(converted.values()))
@@ -184,40 +194,39 @@ class SchemaValidator:
 
 def _convert(
     column: pl.Series, spec: ColumnSpec, options: InputOptions
-) -> tuple[pl.Series, pl.Series, pl.Series]:
-    """Return the typed values, the mask of invalid values and a reason for each."""
+) -> tuple[pl.Series, pl.Series, pl.Series, pl.Series]:
+    """Return the typed values, the mask of invalid values with a reason for each, and the
+    mask of missing required values (a row fault whatever ``on_invalid`` says).
+    """
     present = column.is_not_null()
     target = POLARS_TYPES[spec.type]
     values = _cast(column, spec, options)
-    bad_type = present & values.is_null()
+    no_reason = pl.Series([None] * len(column), dtype=pl.String)
+    reasons = no_reason
     if spec.type == "json":
-        bad_json, messages = json_problems(column)
-        reasons = pl.select(
-            pl.when(bad_json).then(pl.lit("invalid JSON: ") + messages).otherwise(None)
-        ).to_series()
-        invalid = bad_json
+        invalid, messages = json_problems(column)
+        if invalid.any():
+            reasons = _choose(invalid, pl.lit("invalid JSON: ") + messages, reasons)
     else:
-        reasons = pl.select(
-            pl.when(bad_type).then(pl.lit(f"invalid {spec.type}")).otherwise(None)
-        ).to_series()
-        invalid = bad_type
-    rule_failures = _rule_failures(values, spec)
-    for mask, reason in rule_failures:
+        invalid = present & values.is_null()
+        if invalid.any():
+            reasons = _choose(invalid, pl.lit(f"invalid {spec.type}"), reasons)
+    for mask, reason in _rule_failures(values, spec):
         mask = mask.fill_null(False) & ~invalid
         if mask.any():
-            reasons = pl.select(pl.when(mask).then(pl.lit(reason)).otherwise(reasons)).to_series()
+            reasons = _choose(mask, pl.lit(reason), reasons)
             invalid = invalid | mask
-    if spec.required:
-        missing = values.is_null() & ~invalid
-        if spec.on_invalid == "set_missing":
-            # A required value cannot be set missing: the row is rejected whatever on_invalid says.
-            pass
-        if missing.any():
-            reasons = pl.select(
-                pl.when(missing).then(pl.lit("missing required value")).otherwise(reasons)
-            ).to_series()
-            invalid = invalid | missing
-    return values.cast(target).alias(column.name), invalid.alias("invalid"), reasons.alias("reason")
+    missing = values.is_null() & present.not_() if spec.required else present & False
+    return (
+        values.cast(target).alias(column.name),
+        invalid.alias("invalid"),
+        reasons.alias("reason"),
+        missing.alias("missing"),
+    )
+
+
+def _choose(mask: pl.Series, value: pl.Expr, otherwise: pl.Series) -> pl.Series:
+    return pl.select(pl.when(mask).then(value).otherwise(otherwise)).to_series()
 
 
 def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Series:
