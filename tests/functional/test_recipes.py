@@ -229,6 +229,7 @@ def test_removed_rows_counted_and_kept(tmp_path):
         ("filter", 1),
     ]
     rejected = read_rows(tmp_path / "rejected" / "rejected.csv")
+    assert report_of(tmp_path)["rows"] == {"in": 4, "out": 2, "rejected": 0, "removed": 2}
     # Rows appear in the order they were removed: deduplicate runs before the filter.
     assert [(row["line"], row["stage"]) for row in rejected] == [("4", "step 1"), ("2", "step 2")]
     assert [row["id"] for row in read_rows(tmp_path / "out" / "data.csv")] == ["2", "3"]

@@ -369,7 +369,7 @@ class Engine:
                 count.removed += outcome.removed.height
                 self.result.rows_removed += outcome.removed.height
                 if keep_removed:
-                    self.rejected.add(outcome.removed, source, f"step {runner.index}")
+                    self.rejected.add(outcome.removed, source, f"step {runner.index}", removed=True)
             if outcome.rejected is not None:
                 count.rejected += outcome.rejected.height
                 self.rejected.add(outcome.rejected, source, f"step {runner.index}")

@@ -15,8 +15,9 @@ is false, so ``x != 1`` does not keep rows where ``x`` is missing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
@@ -103,32 +104,76 @@ def columns_of(node: Node) -> set[str]:
     return {node.column}
 
 
-def to_expression(node: Node) -> pl.Expr:
-    """Compile a filter tree to a polars expression that is true for the rows to keep."""
+def to_expression(node: Node, schema: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
+    """Compile a filter tree to a polars expression that is true for the rows to keep.
+
+    With the columns' types (``schema``), each literal is checked against its column first,
+    and a date column's text literal is read as an ISO 8601 date, so a mismatch is a
+    FilterTypeError naming the column and both types instead of a polars error mid-run.
+    """
     # Imported here so that validating a recipe (in the CLI) does not load polars.
     import polars as pl
 
     if isinstance(node, BooleanOp):
-        expressions = [to_expression(operand) for operand in node.operands]
+        expressions = [to_expression(operand, schema) for operand in node.operands]
         return (
             pl.all_horizontal(expressions)
             if node.operator == "and"
             else pl.any_horizontal(expressions)
         )
     if isinstance(node, Not):
-        return ~to_expression(node.operand)
+        return ~to_expression(node.operand, schema)
     column = pl.col(node.column)
     if isinstance(node, MissingTest):
         return column.is_not_null() if node.negated else column.is_null()
+    dtype = schema.get(node.column) if schema is not None else None
     if isinstance(node, Membership):
+        values = [_literal_for(node.column, dtype, value) for value in node.values]
         # Equality per value, because is_in needs the list and the column to share a type.
-        inside = pl.any_horizontal(
-            [(column == pl.lit(value)).fill_null(False) for value in node.values]
-        )
+        inside = pl.any_horizontal([(column == pl.lit(value)).fill_null(False) for value in values])
         return (~inside if node.negated else inside) & column.is_not_null()
     compare = getattr(column, node.operator)
-    result: pl.Expr = compare(pl.lit(node.value))
+    result: pl.Expr = compare(pl.lit(_literal_for(node.column, dtype, node.value)))
     return result.fill_null(False)
+
+
+class FilterTypeError(ValueError):
+    """A filter literal whose type cannot be compared with its column's."""
+
+
+def _literal_for(column: str, dtype: pl.DataType | None, value: Literal) -> object:
+    """Return the literal to compare with a column of ``dtype``, or raise FilterTypeError."""
+    if dtype is None:
+        return value
+    if isinstance(value, bool):
+        kind = "boolean"
+    elif isinstance(value, int | float):
+        kind = "number"
+    else:
+        kind = "text"
+    if dtype.is_numeric() and kind == "number":
+        return value
+    if str(dtype) in ("String", "Categorical") and kind == "text":
+        return value
+    if str(dtype) == "Boolean" and kind == "boolean":
+        return value
+    if (str(dtype) == "Date" or str(dtype).startswith("Datetime")) and kind == "text":
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            pass
+        else:
+            return parsed.date() if str(dtype) == "Date" else parsed
+    hint = (
+        "declare the column's type in the recipe's schema (columns the schema does not name "
+        "are text)"
+        if str(dtype) == "String"
+        else "compare it with a value of its type (dates as 'YYYY-MM-DD')"
+    )
+    raise FilterTypeError(
+        f"the filter compares column {column!r}, which is {dtype}, with the {kind} "
+        f"{value!r}; {hint}"
+    )
 
 
 def _tokenize(text: str) -> list[_Token]:

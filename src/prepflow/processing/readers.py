@@ -104,14 +104,18 @@ def read_batches(
     doing it afterwards but loses the text, so the caller passes them only when no row can be
     rejected with its values as read. Other formats ignore them.
     """
-    if source.format == "csv":
-        yield from _read_csv(source, options, missing_values)
-    elif source.format == "parquet":
-        yield from _read_parquet(source)
-    elif source.format == "jsonl":
-        yield from _read_json_lines(source)
-    else:
-        yield from _read_json_array(source)
+    try:
+        if source.format == "csv":
+            yield from _read_csv(source, options, missing_values)
+        elif source.format == "parquet":
+            yield from _read_parquet(source)
+        elif source.format == "jsonl":
+            yield from _read_json_lines(source)
+        else:
+            yield from _read_json_array(source)
+    except (OSError, EOFError) as error:
+        # pyarrow and gzip raise these for a damaged or cut file, at any point of the read.
+        raise _damaged(source, error) from error
 
 
 def prefetched(batches: Iterator[pl.DataFrame], depth: int = 2) -> Iterator[pl.DataFrame]:
@@ -272,16 +276,22 @@ def csv_stream(source: Source) -> Any:
     pyarrow 26 cannot find the columns of a one-line file that does not end with a line break
     (a header-only export, typically), so such a file, small by definition, is read from memory.
     """
-    with open_binary(source) as file:
-        head = file.read(SMALL_FILE_BYTES + 1)
+    try:
+        with open_binary(source) as file:
+            head = file.read(SMALL_FILE_BYTES + 1)
+    except (OSError, EOFError) as error:
+        raise _damaged(source, error) from error
     if len(head) <= SMALL_FILE_BYTES and b"\n" not in head and b"\r" not in head:
         return pa.BufferReader(head + b"\n")
     return pa.input_stream(str(source.path), compression=source.compression)
 
 
 def _is_empty(source: Source) -> bool:
-    with open_binary(source) as file:
-        return file.read(1) == b""
+    try:
+        with open_binary(source) as file:
+            return file.read(1) == b""
+    except (OSError, EOFError) as error:
+        raise _damaged(source, error) from error
 
 
 def _open_csv_reader(
@@ -368,6 +378,8 @@ def _csv_batches(source: Source, reader: pa_csv.CSVStreamingReader) -> Iterator[
             return
         except (pa.ArrowInvalid, UnicodeDecodeError) as error:
             raise _unreadable_csv(source, error) from error
+        except (OSError, EOFError) as error:
+            raise _damaged(source, error) from error
         if batch.num_rows:
             yield batch
 
@@ -385,6 +397,12 @@ def _check_column_names(source: Source, names: list[str]) -> None:
         raise ProcessingError(
             f"duplicate column names in {source.name!r}: {'; '.join(duplicates)}; rename them "
             "so each column has one name"
+        )
+    unnamed = [str(position) for position, name in enumerate(names, start=1) if not name.strip()]
+    if unnamed:
+        raise ProcessingError(
+            f"column(s) {', '.join(unnamed)} of {source.name!r} have no name in the header; "
+            "give every column a name (a file of only blank lines has no header at all)"
         )
     reserved = [name for name in names if name.startswith("__")]
     if reserved:
@@ -432,6 +450,15 @@ class _BadRowCollector:
         self.pending = []
 
 
+def _damaged(source: Source, error: BaseException) -> ProcessingError:
+    """Build the error for a file that cannot be read to its end, a cut gzip file for one."""
+    what = "decompress" if source.compression else "read"
+    return ProcessingError(
+        f"cannot {what} {source.name!r}: {error}; the file is damaged or was cut short, so "
+        "upload it again"
+    )
+
+
 def _unreadable_csv(source: Source, error: Exception) -> ProcessingError:
     if isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "utf8" in str(error):
         with open_binary(source) as file:
@@ -472,7 +499,7 @@ def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
     lines: list[tuple[int, int, str]] = []
     record = 0
     with open_binary(source) as file:
-        for line, raw in enumerate(file, start=1):
+        for line, raw in _lines_of(source, file):
             try:
                 text = decoder.decode(raw)
             except UnicodeDecodeError as error:
@@ -493,6 +520,14 @@ def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
                 lines = []
     if lines:
         yield from _json_batch(source, lines)
+
+
+def _lines_of(source: Source, file: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Number the file's lines, turning a damaged file's error into a ProcessingError."""
+    try:
+        yield from enumerate(file, start=1)
+    except (OSError, EOFError) as error:
+        raise _damaged(source, error) from error
 
 
 def _json_batch(source: Source, lines: list[tuple[int, int, str]]) -> Iterator[pl.DataFrame]:
@@ -547,8 +582,11 @@ def json_type(value: object) -> str:
 def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
     # NOTE: a JSON array is parsed whole, so it needs memory for the whole file; use JSON Lines
     # for large inputs.
-    with open_binary(source) as file:
-        raw = file.read()
+    try:
+        with open_binary(source) as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise _damaged(source, error) from error
     try:
         value = json.loads(
             raw.decode(source.encoding or "utf-8").lstrip("\ufeff"), object_pairs_hook=_unique_keys

@@ -142,7 +142,7 @@ class StepRunner:
     def apply(self, frame: pl.DataFrame) -> Outcome:
         step = self.step
         if isinstance(step, (DropMissing, Filter)):
-            keep = frame.select(self._keep_expression(frame.columns)).to_series()
+            keep = frame.select(self._keep_expression(frame.schema)).to_series()
             return Outcome(
                 frame.filter(keep), removed=_with_reason(frame.filter(~keep), self.reason())
             )
@@ -180,7 +180,7 @@ class StepRunner:
         step = self.step
         columns = frame.collect_schema().names()
         if isinstance(step, (DropMissing, Filter)):
-            return frame.filter(self._keep_expression(columns))
+            return frame.filter(self._keep_expression(frame.collect_schema()))
         if isinstance(step, Deduplicate):
             keys = step.keys or data_columns(columns)
             return frame.filter(pl.struct(keys).is_first_distinct())
@@ -308,7 +308,8 @@ class StepRunner:
             return frame.with_columns(pl.lit(self.timestamp).alias(step.column))
         raise AssertionError(f"step {step.step} removes rows; use apply or lazy")
 
-    def _keep_expression(self, columns: list[str]) -> pl.Expr:
+    def _keep_expression(self, schema: pl.Schema) -> pl.Expr:
+        columns = list(schema.names())
         step = self.step
         if isinstance(step, DropMissing):
             names = data_columns(columns) if step.columns == "any" else step.columns
@@ -316,7 +317,10 @@ class StepRunner:
                 return pl.lit(True)
             return pl.all_horizontal([pl.col(name).is_not_null() for name in names])
         assert isinstance(step, Filter)
-        return filters.to_expression(filters.parse_filter(step.where))
+        try:
+            return filters.to_expression(filters.parse_filter(step.where), schema)
+        except filters.FilterTypeError as error:
+            raise ProcessingError(f"step {self.index} (filter): {error}") from error
 
     def _deduplicate(self, frame: pl.DataFrame) -> Outcome:
         assert isinstance(self.step, Deduplicate)

@@ -192,8 +192,14 @@ class RejectedWriter:
         self.count = 0
         self.by_reason: dict[str, int] = {}
 
-    def add(self, frame: pl.DataFrame, source: Source, stage: str) -> None:
-        """Add rows that carry RECORD, REASON, COLUMN and VALUE beside their data columns."""
+    def add(
+        self, frame: pl.DataFrame, source: Source, stage: str, *, removed: bool = False
+    ) -> None:
+        """Add rows that carry RECORD, REASON, COLUMN and VALUE beside their data columns.
+
+        ``removed`` marks rows a step removed on purpose: they are written, but counted as
+        removed by the engine, not as rejected.
+        """
         if frame.height == 0:
             return
         data = [name for name in frame.columns if not name.startswith("__")]
@@ -211,7 +217,7 @@ class RejectedWriter:
             pl.col(VALUE).cast(pl.String).alias("value"),
             row.alias("row"),
         )
-        self._append(table)
+        self._append(table, counted=not removed)
 
     def add_records(self, source: Source, records: list[BadRecord]) -> None:
         """Add records the reader could not turn into rows (ragged rows, broken JSON)."""
@@ -231,17 +237,18 @@ class RejectedWriter:
         )
         self._append(table)
 
-    def _append(self, table: pl.DataFrame) -> None:
+    def _append(self, table: pl.DataFrame, *, counted: bool = True) -> None:
         # The read-ahead thread adds schema rejects while this thread adds step rejects.
         with self.lock:
-            self._append_unlocked(table)
+            self._append_unlocked(table, counted)
 
-    def _append_unlocked(self, table: pl.DataFrame) -> None:
-        reasons = table.group_by("reason").len()
-        for reason, count in reasons.iter_rows():
-            kind = _reason_kind(reason)
-            self.by_reason[kind] = self.by_reason.get(kind, 0) + count
-        self.count += table.height
+    def _append_unlocked(self, table: pl.DataFrame, counted: bool) -> None:
+        if counted:
+            reasons = table.group_by("reason").len()
+            for reason, count in reasons.iter_rows():
+                kind = _reason_kind(reason)
+                self.by_reason[kind] = self.by_reason.get(kind, 0) + count
+            self.count += table.height
         arrow = table.to_arrow().cast(REJECTED_SCHEMA)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.spill, REJECTED_SCHEMA)
