@@ -437,3 +437,40 @@ def test_required_set_missing_still_rejects(tmp_path):
         ("1", ""),
         ("4", "5.0"),
     ]
+
+
+def test_artifacts_of_other_strategy_rejected(tmp_path):
+    folder = folder_with(tmp_path, "a.csv", "x\n1\n\n5\n6\n")
+    median = write_recipe(
+        tmp_path,
+        "schema:\n  columns:\n    x: {type: float}\n"
+        "steps:\n  - {step: impute, columns: [x], strategy: median}\n",
+    )
+    assert run_step(folder, tmp_path / "fit", "--recipe", median).returncode == 0
+    mean = tmp_path / "mean.yaml"
+    mean.write_text(median.read_text().replace("median", "mean"))
+    fitted = tmp_path / "fit" / "artifacts" / "artifacts.json"
+
+    result = run_step(folder, tmp_path / "apply", "--recipe", mean, "--fitted", fitted)
+
+    assert result.returncode == 1
+    assert "strategy=mean" in result.stderr
+    assert "was fitted as" in result.stderr
+
+
+def test_applied_parameters_in_report(tmp_path):
+    folder = folder_with(tmp_path, "a.csv", "x\n1\n\n5\n")
+    recipe = write_recipe(
+        tmp_path,
+        "schema:\n  columns:\n    x: {type: float}\n"
+        "steps:\n  - {step: impute, columns: [x], strategy: mean}\n",
+    )
+    assert run_step(folder, tmp_path / "fit", "--recipe", recipe).returncode == 0
+    fitted = tmp_path / "fit" / "artifacts" / "artifacts.json"
+
+    result = run_step(folder, tmp_path, "--recipe", recipe, "--fitted", fitted)
+
+    assert result.returncode == 0, result.stderr
+    report = report_of(tmp_path)
+    assert report["fitted"]["applied_from"] == str(fitted)
+    assert report["fitted"]["steps"][0]["parameters"] == {"x": 3.0}

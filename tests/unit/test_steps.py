@@ -199,3 +199,15 @@ def test_split_stratified_per_class():
 
     assert parts["train"]["y"].value_counts().sort("y").rows() == [("a", 15), ("b", 5)]
     assert parts["test"]["y"].value_counts().sort("y").rows() == [("a", 15), ("b", 5)]
+
+
+def test_thousands_marks_every_three_digits():
+    from prepflow.processing.recipe import ColumnSpec, InputOptions
+    from prepflow.processing.validate import _cast
+
+    options = InputOptions(decimal=",", thousands=".")
+    text = pl.Series(["1.2", "1..0", "1.234,5", "12,5", "1.234.567", "-1.000"])
+
+    values = _cast(text, ColumnSpec(type="float"), options).to_list()
+
+    assert values == [None, None, 1234.5, 12.5, 1234567.0, -1000.0]

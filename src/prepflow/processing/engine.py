@@ -341,10 +341,6 @@ class Engine:
     def _fit(self, base: pl.LazyFrame) -> dict[int, Any]:
         fitted: dict[int, Any] = {}
         if self.applied is not None:
-            self.result.fitted = {
-                "applied_from": str(self.paths.fitted_file),
-                "steps": _artifact_steps(self.recipe, self.applied),
-            }
             return self.applied
         frame = base
         for index, step in enumerate(self.recipe.steps, start=1):
@@ -509,7 +505,18 @@ class Engine:
                     f"{step.step!r} in the recipe but {found} in the artifacts; apply artifacts "
                     "made by the same recipe"
                 )
+            definition = step.model_dump(mode="json")
+            if "definition" in saved and saved["definition"] != definition:
+                raise ProcessingError(
+                    f"artifacts {str(path)!r} do not match the recipe: step {index} is "
+                    f"{describe(step)} in the recipe but was fitted as {saved['definition']}; "
+                    "apply artifacts made by the same recipe"
+                )
             applied[index] = saved["parameters"]
+        self.result.fitted = {
+            "applied_from": str(path),
+            "steps": _artifact_steps(self.recipe, applied),
+        }
         return applied
 
     def _write_artifacts(self) -> None:
@@ -538,8 +545,15 @@ class Engine:
 
 
 def _artifact_steps(recipe: Recipe, fitted: dict[int, Any]) -> list[dict[str, Any]]:
+    """List each fitted step with its definition, so a later run can check it applies them
+    to the same step (same columns, same strategy)."""
     return [
-        {"index": index, "step": recipe.steps[index - 1].step, "parameters": parameters}
+        {
+            "index": index,
+            "step": recipe.steps[index - 1].step,
+            "definition": recipe.steps[index - 1].model_dump(mode="json"),
+            "parameters": parameters,
+        }
         for index, parameters in sorted(fitted.items())
     ]
 

@@ -9,6 +9,7 @@ column has the same type whatever the file size or batch boundaries.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -240,11 +241,11 @@ def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Seri
     text = column.str.strip_chars()
     if spec.type == "int":
         if options.thousands:
-            text = text.str.replace_all(options.thousands, "", literal=True)
+            text = _without_thousands(text, options)
         return text.str.to_integer(strict=False)
     if spec.type == "float":
         if options.thousands:
-            text = text.str.replace_all(options.thousands, "", literal=True)
+            text = _without_thousands(text, options)
         if options.decimal != ".":
             text = text.str.replace_all(options.decimal, ".", literal=True)
         return text.cast(pl.Float64, strict=False)
@@ -258,6 +259,19 @@ def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Seri
     if spec.type == "datetime":
         return parse_temporal(text, spec.format, spec.day_first, "datetime")
     return column
+
+
+def _without_thousands(text: pl.Series, options: InputOptions) -> pl.Series:
+    """Remove thousands marks; a number whose marks are not every three digits becomes null.
+
+    Without the check "1.2" with "." as the thousands mark would read as 12.
+    """
+    assert options.thousands is not None
+    mark, decimal = re.escape(options.thousands), re.escape(options.decimal)
+    grouped = rf"^[+-]?\d{{1,3}}({mark}\d{{3}})+({decimal}\d*)?$"
+    misplaced = text.str.contains(mark) & ~text.str.contains(grouped)
+    cleaned = text.str.replace_all(options.thousands, "", literal=True)
+    return pl.select(pl.when(misplaced).then(None).otherwise(cleaned)).to_series()
 
 
 def parse_temporal(text: pl.Series, fmt: str | None, day_first: bool, kind: str) -> pl.Series:
