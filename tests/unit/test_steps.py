@@ -211,3 +211,34 @@ def test_thousands_marks_every_three_digits():
     values = _cast(text, ColumnSpec(type="float"), options).to_list()
 
     assert values == [None, None, 1234.5, 12.5, 1234567.0, -1000.0]
+
+
+def test_datetime_offsets_become_utc():
+    from prepflow.processing.validate import parse_temporal
+
+    text = pl.Series(["2024-01-31T10:00:00Z", "2024-01-31T10:00:00+01:00", "2024-01-31 10:00"])
+
+    values = parse_temporal(text, None, False, "datetime").to_list()
+
+    assert values == [
+        dt.datetime(2024, 1, 31, 10, 0),
+        dt.datetime(2024, 1, 31, 9, 0),
+        dt.datetime(2024, 1, 31, 10, 0),
+    ]
+
+
+def test_recipe_duplicate_key_rejected():
+    from prepflow.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="duplicate key 'output' at line 2"):
+        parse_recipe("output: {format: csv}\noutput: {format: parquet}\n")
+
+
+def test_partition_folder_names():
+    from prepflow.processing.writers import _partition_folder
+
+    assert _partition_folder("k", None) == "k=__HIVE_DEFAULT_PARTITION__"
+    assert _partition_folder("k", "a/b c") == "k=a%2Fb%20c"
+    long_name = _partition_folder("k", "x" * 400)
+    assert len(long_name.encode()) <= 255
+    assert long_name != _partition_folder("k", "x" * 401)

@@ -34,8 +34,13 @@ def find_undecodable_line(file: IO[bytes], encoding: str) -> str | None:
             shown = " ".join(f"0x{value:02X}" for value in bad)
             return (
                 f"line {number} is not valid {encoding}: byte(s) {shown} at byte offset "
-                f"{offset + error.start} of the file cannot be decoded; save the file as "
-                f"{encoding} or declare its encoding in the recipe (input.encoding)"
+                f"{offset + error.start} of the file cannot be decoded; "
+                + (
+                    "save the file as UTF-8 or declare its encoding in the recipe (input.encoding)"
+                    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+                    else f"check that {encoding}, the encoding the recipe declares, is the "
+                    "file's encoding"
+                )
             )
         offset += len(line)
     return None

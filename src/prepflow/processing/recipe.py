@@ -397,7 +397,7 @@ def parse_recipe(text: str | bytes, *, source: str = "recipe") -> Recipe:
                 "cannot be decoded; save the recipe as UTF-8"
             ) from error
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise RecipeError(f"{source} is not valid YAML: {_yaml_problem(error)}") from error
     if data is None:
@@ -411,6 +411,21 @@ def parse_recipe(text: str | bytes, *, source: str = "recipe") -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(_describe(error, source)) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

@@ -26,9 +26,11 @@ FALSE_WORDS = ("false", "f", "no", "n", "0")
 DATE_FORMATS = ("%Y-%m-%d",)
 DAY_FIRST_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
 MONTH_FIRST_DATE_FORMATS = ("%m/%d/%Y", "%m-%d-%Y")
+# A value with an offset or Z (2024-01-31T10:00:00+01:00) is converted to UTC.
 DATETIME_FORMATS = (
     "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%z",
 )  # fmt: skip
 POLARS_TYPES: dict[str, pl.DataType] = {
     "int": pl.Int64(),
@@ -282,13 +284,23 @@ def parse_temporal(text: pl.Series, fmt: str | None, day_first: bool, kind: str)
         formats = DATE_FORMATS + (DAY_FIRST_DATE_FORMATS if day_first else MONTH_FIRST_DATE_FORMATS)
     else:
         formats = DATETIME_FORMATS
+        # chrono's %z takes +01:00 but not the Z that ISO 8601 allows for UTC.
+        text = text.str.replace(r"([0-9])[Zz]$", "${1}+00:00")
     attempts = [
         text.str.to_date(candidate, strict=False, exact=True)
         if kind == "date"
-        else text.str.to_datetime(candidate, strict=False, exact=True, time_unit="us")
+        else _to_utc(text.str.to_datetime(candidate, strict=False, exact=True, time_unit="us"))
         for candidate in formats
     ]
     return pl.select(pl.coalesce(attempts)).to_series().alias(text.name)
+
+
+def _to_utc(values: pl.Series) -> pl.Series:
+    """Make datetimes with an offset naive UTC, so every format gives the same type."""
+    dtype = values.dtype
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        return values.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    return values
 
 
 def json_problems(column: pl.Series) -> tuple[pl.Series, pl.Series]:

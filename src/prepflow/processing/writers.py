@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -36,6 +37,9 @@ from prepflow.processing.validate import COLUMN, REASON, VALUE
 
 logger = logging.getLogger(__name__)
 
+HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+# NAME_MAX on Linux file systems: bytes in one path component.
+MAX_NAME_BYTES = 255
 # Rows per Parquet row group: large groups compress and read better than one per batch.
 PARQUET_ROW_GROUP_ROWS = 262_144
 T = TypeVar("T")
@@ -149,6 +153,10 @@ class OutputWriter:
                 self._flush_parquet(entry)
             return
         first = entry.handle is None
+        if frame.width == 0:
+            # No columns (an empty JSON array, say): the output is an empty file.
+            entry.path.touch()
+            return
         if entry.handle is None:
             # The handle stays open across batches and close() closes it.
             entry.handle = (
@@ -175,10 +183,20 @@ class OutputWriter:
 
 
 def _partition_folder(column: str, value: object) -> str:
-    # Hive-style folders (column=value), the layout Athena, Spark and polars read back.
-    text = "__null__" if value is None else str(value)
+    """Name a partition's folder Hive-style (``column=value``), as Athena, Spark and polars
+    read it back: other characters than letters, digits and ``-_.~`` are %-escaped, a
+    missing value is Hive's ``__HIVE_DEFAULT_PARTITION__``, and a name over NAME_MAX bytes is
+    cut and given a hash of the whole value.
+    """
+    if value is None:
+        return f"{column}={HIVE_NULL_PARTITION}"
+    text = str(value)
     safe = "".join(c if c.isalnum() or c in "-_.~" else f"%{ord(c):02X}" for c in text)
-    return f"{column}={safe or '%00'}"
+    name = f"{column}={safe or '%00'}"
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return name.encode()[: MAX_NAME_BYTES - 17].decode(errors="ignore") + "~" + digest
 
 
 class RejectedWriter:
