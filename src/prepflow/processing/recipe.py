@@ -38,6 +38,10 @@ PANDAS_MISSING_TOKENS = (
 TIMESTAMP_COLUMN = "processed_timestamp"
 # A recipe file larger than this is not a recipe; the limit keeps a wrong upload cheap.
 MAX_RECIPE_BYTES = 1_048_576
+# Problems listed in one RecipeError; the count of the others follows them.
+MAX_PROBLEMS_SHOWN = 20
+# Characters of a bad value quoted in a message.
+MAX_SHOWN_CHARS = 100
 
 ColumnType = Literal["int", "float", "string", "bool", "date", "datetime", "category", "json"]
 OnInvalid = Literal["reject", "set_missing"]
@@ -438,13 +442,16 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"{source} is invalid ({error.error_count()} problem(s)):"]
-    for item in error.errors(include_url=False):
+    problems = error.errors(include_url=False)
+    for item in problems[:MAX_PROBLEMS_SHOWN]:
         where = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         shown = _short(item.get("input"))
         # Validators that quote the value already say what they got.
         suffix = "" if shown in message else f" (got {shown})"
         lines.append(f"  {where}: {message}{suffix}")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -466,7 +473,8 @@ def _field_path(location: tuple[int | str, ...]) -> str:
 
 def _short(value: object) -> str:
     # reprlib stops early, so a huge value (YAML aliases can expand to gigabytes) stays cheap.
-    return _SHORT_REPR.repr(value)
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
 
 
 def _short_repr() -> reprlib.Repr:
