@@ -48,7 +48,7 @@ from prepflow.processing.writers import OutputWriter, RejectedWriter
 logger = logging.getLogger(__name__)
 
 ARTIFACTS_VERSION = 1
-SPILL_BATCH_ROWS = 131_072
+SPLIT_LABEL = "__split"
 
 
 @dataclass
@@ -594,8 +594,12 @@ class Splitter:
             self.random.shuffle(chosen)
             labels[positions] = chosen
             self.remaining[key] = (np.array(quota) - drawn).tolist()
-        series = pl.Series("__split", labels)
-        return [(name, frame.filter(series == number)) for number, name in enumerate(self.names)]
+        parts = frame.with_columns(pl.Series(SPLIT_LABEL, labels)).partition_by(
+            SPLIT_LABEL, as_dict=True, include_key=False
+        )
+        return [
+            (name, parts[(number,)]) for number, name in enumerate(self.names) if (number,) in parts
+        ]
 
 
 def _quotas(fractions: list[float], total: int) -> list[int]:
