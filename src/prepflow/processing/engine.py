@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_VERSION = 1
 SPLIT_LABEL = "__split"
+KEEP_FLAG = "__first"
 
 
 @dataclass
@@ -178,12 +179,17 @@ class Engine:
             if spills
             else pl.LazyFrame(schema=schema)
         )
-        # Rows that repeat a value of a unique column, found over all files at once.
+        # Rows that repeat a value of a unique column, found over all files at once, one
+        # column at a time so that only one hash table of values exists at any moment.
         firsts = (
-            base.select([first_occurrence(name) for name in unique]).collect() if unique else None
+            pl.DataFrame([base.select(first_occurrence(name)).collect()[name] for name in unique])
+            if unique
+            else None
         )
-        if unique:
-            base = base.filter(pl.all_horizontal([first_occurrence(name) for name in unique]))
+        if firsts is not None:
+            # The flags are rows of the spills in order, so they line up with ``base``.
+            keep = firsts.select(pl.all_horizontal(pl.all()).alias(KEEP_FLAG)).to_series()
+            base = base.with_columns(pl.lit(keep)).filter(pl.col(KEEP_FLAG)).drop(KEEP_FLAG)
         self._check_step_columns(list(schema.names()), self._runners(None))
         fitted = self._fit(base)
         runners = self._runners(fitted)

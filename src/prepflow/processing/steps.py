@@ -220,9 +220,15 @@ class StepRunner:
                 return {name: step.value for name in step.columns}
             if step.strategy in ("mean", "median"):
                 _require_numeric(step, schema, step.columns)
-            aggregations = [_impute_statistic(name, step.strategy) for name in step.columns]
-            row = frame.select(aggregations).collect(engine="streaming").row(0, named=True)
-            return {name: _plain(value) for name, value in row.items()}
+            # One column at a time: an exact median holds its column in memory.
+            return {
+                name: _plain(
+                    frame.select(_impute_statistic(name, step.strategy))
+                    .collect(engine="streaming")
+                    .item()
+                )
+                for name in step.columns
+            }
         if isinstance(step, (OneHot, Ordinal)):
             found = (
                 frame.select(
