@@ -167,63 +167,71 @@ class Engine:
         self.validator.defer_unique = True
         spills = self._spill_all(sources)
         schema = _combined_schema(spills)
-        unique = self.validator.unique_columns
-        base = (
-            pl.concat(
-                [
-                    pl.scan_ipc(path).with_columns(_casts(path_schema, schema))
-                    for path, path_schema, _ in spills
-                ],
-                how="diagonal_relaxed",
-            )
-            if spills
-            else pl.LazyFrame(schema=schema)
-        )
-        # Rows that repeat a value of a unique column, found over all files at once, one
-        # column at a time so that only one hash table of values exists at any moment.
-        firsts = (
-            pl.DataFrame([base.select(first_occurrence(name)).collect()[name] for name in unique])
-            if unique
-            else None
-        )
+        base = _scan_spills(spills, schema)
+        firsts = self._unique_flags(base)
         if firsts is not None:
             # The flags are rows of the spills in order, so they line up with ``base``.
             keep = firsts.select(pl.all_horizontal(pl.all()).alias(KEEP_FLAG)).to_series()
             base = base.with_columns(pl.lit(keep)).filter(pl.col(KEEP_FLAG)).drop(KEEP_FLAG)
+
         self._check_step_columns(list(schema.names()), self._runners(None))
         fitted = self._fit(base)
         runners = self._runners(fitted)
         # The steps run on a read-ahead thread while this one splits, profiles and writes.
         transformed = readers.prefetched(self._transformed_batches(spills, schema, runners, firsts))
+        columns = self._write_transformed(transformed, writer, base, runners, schema)
+
+        if not writer.files:
+            frame = pl.DataFrame(schema=schema)
+            for runner in self._runners(fitted):
+                frame = runner.apply(frame).frame
+            writer.ensure_file(columns or frame.schema)
+            self.output_profile.ensure_columns(columns or frame.schema)
+
+    def _unique_flags(self, base: pl.LazyFrame) -> pl.DataFrame | None:
+        """Flag, per unique column, the rows whose value is seen for the first time.
+
+        The check runs over all files at once, one column at a time, so that only one hash
+        table of values exists at any moment.
+        """
+        unique = self.validator.unique_columns
+        if not unique:
+            return None
+        return pl.DataFrame(
+            [base.select(first_occurrence(name)).collect()[name] for name in unique]
+        )
+
+    def _write_transformed(
+        self,
+        transformed: Iterator[pl.DataFrame],
+        writer: OutputWriter,
+        base: pl.LazyFrame,
+        runners: list[StepRunner],
+        schema: pl.Schema,
+    ) -> pl.Schema | None:
+        """Write the transformed batches, split when the recipe asks; return their columns."""
         columns: pl.Schema | None = None
         if self.recipe.output.split is None:
             for out in transformed:
                 columns = out.schema
                 self._emit(writer, out, None)
-        elif self._keeps_every_row(runners, schema):
+            return columns
+
+        if self._keeps_every_row(runners, schema):
             # No step can remove a row, so the spilled rows are the rows to split.
-            splitter = self._splitter(base)
-            for out in transformed:
-                columns = out.schema
-                for name, part in splitter.assign(out):
-                    self._emit(writer, part, name)
+            splitter, batches = self._splitter(base), transformed
         else:
             # Exact split sizes need the number of rows after every step, so the transformed
             # rows go to a second spill, are counted there, then split on the way out.
             final = self._spill_frames(transformed, "final.arrow")
-            if final is not None:
-                splitter = self._splitter(pl.scan_ipc(final))
-                for out in _spill_batches(final):
-                    columns = out.schema
-                    for name, part in splitter.assign(out):
-                        self._emit(writer, part, name)
-        if not writer.files:
-            empty = self._runners(fitted)
-            frame = pl.DataFrame(schema=schema)
-            for runner in empty:
-                frame = runner.apply(frame).frame
-            writer.ensure_file(columns or frame.schema)
-            self.output_profile.ensure_columns(columns or frame.schema)
+            if final is None:
+                return None
+            splitter, batches = self._splitter(pl.scan_ipc(final)), _spill_batches(final)
+        for out in batches:
+            columns = out.schema
+            for name, part in splitter.assign(out):
+                self._emit(writer, part, name)
+        return columns
 
     def _spill_all(self, sources: list[Source]) -> list[tuple[Path, pl.Schema, Source]]:
         """Spill each file's checked rows; a header-only CSV file spills its empty columns."""
@@ -615,6 +623,14 @@ def _quotas(fractions: list[float], total: int) -> list[int]:
     for i in order[: total - sum(quotas)]:
         quotas[i] += 1
     return quotas
+
+
+def _scan_spills(spills: list[tuple[Path, pl.Schema, Source]], schema: pl.Schema) -> pl.LazyFrame:
+    """Scan every spill in order, cast to the combined schema."""
+    if not spills:
+        return pl.LazyFrame(schema=schema)
+    scans = [pl.scan_ipc(path).with_columns(_casts(own, schema)) for path, own, _ in spills]
+    return pl.concat(scans, how="diagonal_relaxed")
 
 
 def _spill_table(frame: pl.DataFrame) -> pa.Table:

@@ -598,7 +598,7 @@ def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
         raise ProcessingError(f"cannot read {source.name!r} as JSON: {error}") from error
     if not isinstance(value, list):
         raise ProcessingError(
-            f"{source.name!r} holds a JSON {type(value).__name__}; the step reads a JSON array "
+            f"{source.name!r} contains a JSON {json_type(value)}; the step reads a JSON array "
             "of objects or JSON Lines"
         )
     records: list[dict[str, Any]] = []
