@@ -495,3 +495,77 @@ def test_applied_parameters_in_report(tmp_path):
     report = report_of(tmp_path)
     assert report["fitted"]["applied_from"] == str(fitted)
     assert report["fitted"]["steps"][0]["parameters"] == {"x": 3.0}
+
+
+def test_stratified_split_after_impute(tmp_path):
+    rows = "".join(f"{i},{'' if i % 7 == 0 else 'ab'[i % 2]}\n" for i in range(100))
+    folder = folder_with(tmp_path, "a.csv", "id,g\n" + rows)
+    recipe = write_recipe(
+        tmp_path,
+        "steps:\n  - {step: impute, columns: [g], strategy: mode}\n"
+        "output: {split: {train: 0.5, test: 0.5, seed: 1, stratify: g}}\n",
+    )
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    train = read_rows(tmp_path / "out" / "train.csv")
+    test = read_rows(tmp_path / "out" / "test.csv")
+    assert len(train) + len(test) == 100
+    for group in ("a", "b"):
+        in_train = sum(row["g"] == group for row in train)
+        in_test = sum(row["g"] == group for row in test)
+        assert abs(in_train - in_test) <= 1, group
+
+
+def test_json_lines_keys_from_later_lines(tmp_path):
+    lines = [json.dumps({"a": i, "b": f"x{i}"}) for i in range(70_000)]
+    lines.append(json.dumps({"b": "last", "a": -1, "c": "extra"}))
+    folder = folder_with(tmp_path, "a.jsonl", "\n".join(lines) + "\n")
+    recipe = write_recipe(tmp_path, "output: {format: csv}\n")
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "out" / "data.csv")
+    assert list(rows[0]) == ["a", "b", "c"]
+    assert rows[-1] == {"a": "-1", "b": "last", "c": "extra"}
+    assert rows[0] == {"a": "0", "b": "x0", "c": ""}
+
+
+def test_per_file_stem_clash_rejected(tmp_path):
+    folder = folder_with(tmp_path, "a.csv", "id\n1\n")
+    (folder / "a.jsonl").write_text('{"id": 2}\n')
+
+    result = run_step(folder, tmp_path)
+
+    assert result.returncode == 1
+    assert "input files 'a.csv' and 'a.jsonl' would both be written" in result.stderr
+
+
+def test_impute_keeps_fraction_in_int_column(tmp_path):
+    folder = folder_with(tmp_path, "a.csv", "n,k\n1,a\n,b\n4,c\n")
+    recipe = write_recipe(
+        tmp_path,
+        "schema:\n  columns:\n    n: {type: int}\n"
+        "steps:\n  - {step: impute, columns: [n], strategy: mean}\n",
+    )
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    assert [row["n"] for row in read_rows(tmp_path / "out" / "data.csv")] == ["1.0", "2.5", "4.0"]
+
+
+def test_parquet_fraction_not_an_int(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pl.DataFrame({"n": [2.5, 3.0, -1.7]}).write_parquet(folder / "a.parquet")
+    recipe = write_recipe(tmp_path, "schema:\n  columns:\n    n: {type: int}\n")
+
+    result = run_step(folder, tmp_path, "--recipe", recipe)
+
+    assert result.returncode == 0, result.stderr
+    assert [row["n"] for row in read_rows(tmp_path / "out" / "data.csv")] == ["3"]
+    rejected = read_rows(tmp_path / "rejected" / "rejected.csv")
+    assert [row["value"] for row in rejected] == ["2.5", "-1.7"]

@@ -94,24 +94,24 @@ def find_data_files(paths: StepPaths) -> list[Path]:
 
 
 def plan_outputs(paths: StepPaths, sources: list[Path], recipe: Recipe | None = None) -> None:
-    """Raise before any write when two inputs would be written to the same output file."""
-    from prepflow.processing.outputs import output_name
-    from prepflow.processing.readers import COMPRESSED_SUFFIXES
+    """Raise before any write when two inputs would be written to the same output file.
+
+    Only the per-file mode writes an output per input; ``a.csv`` and ``a.jsonl`` both become
+    ``processed_a`` with the output format's extension, so they clash.
+    """
+    from prepflow.processing.outputs import per_file_stem
 
     if recipe is not None and not recipe.output.per_file:
         return
-    writers: dict[Path, Path] = {}
+    writers: dict[str, Path] = {}
     for source in sources:
         relative = source.relative_to(paths.input_dir)
-        name = source.name
-        for suffix in COMPRESSED_SUFFIXES:
-            if name.lower().endswith(suffix) and len(name) > len(suffix):
-                name = name[: -len(suffix)]
-        target = Path(output_name(Path(name)))
+        target = per_file_stem(str(relative))
         if target in writers:
             raise ProcessingError(
                 f"input files {str(writers[target])!r} and {str(relative)!r} would both be "
-                f"written to {target.name!r}; rename one of them"
+                f"written to {Path(target).name!r} (plus the output format's extension); "
+                "rename one of them"
             )
         writers[target] = relative
 

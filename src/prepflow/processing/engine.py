@@ -30,6 +30,7 @@ import pyarrow.ipc
 
 from prepflow.errors import ProcessingError
 from prepflow.processing import readers
+from prepflow.processing.outputs import per_file_stem
 from prepflow.processing.paths import ARTIFACTS_FILE
 from prepflow.processing.profile import Profiler
 from prepflow.processing.readers import RECORD, Source
@@ -106,6 +107,7 @@ class Engine:
         )
         self.output_profile = Profiler(seed=0)
         self.applied = self._load_fitted()
+        self.stream_runners: list[StepRunner] | None = None
 
     def run(self) -> RunResult:
         sources = [
@@ -113,7 +115,7 @@ class Engine:
         ]
         if self.recipe.output.per_file:
             for source in sources:
-                self._run_dataset([source], self._per_file_name(source))
+                self._run_dataset([source], per_file_stem(source.name))
         else:
             self._run_dataset(sources, self.recipe.output.name)
         options = self.recipe.input
@@ -150,7 +152,10 @@ class Engine:
         return fitting or self.recipe.output.split is not None
 
     def _stream(self, source: Source, writer: OutputWriter) -> None:
-        runners = self._runners({})
+        # One set of runners for every file of the job, so deduplicate sees all of them.
+        if self.stream_runners is None:
+            self.stream_runners = self._runners({})
+        runners = self.stream_runners
         columns: pl.Schema | None = None
         for batch in self._validated(source):
             if columns is None:
@@ -217,8 +222,10 @@ class Engine:
                 self._emit(writer, out, None)
             return columns
 
-        if self._keeps_every_row(runners, schema):
-            # No step can remove a row, so the spilled rows are the rows to split.
+        stratify = self.recipe.output.split.stratify
+        if stratify is None and self._keeps_every_row(runners, schema):
+            # No step can remove a row, so the spilled rows are the rows to split. (A step may
+            # change a stratify column, so stratified splits count after the steps.)
             splitter, batches = self._splitter(base), transformed
         else:
             # Exact split sizes need the number of rows after every step, so the transformed
@@ -545,17 +552,6 @@ class Engine:
         (self.paths.artifacts_dir / ARTIFACTS_FILE).write_text(
             json.dumps(document, indent=2) + "\n"
         )
-
-    def _per_file_name(self, source: Source) -> str:
-        """Return ``<subfolder>/processed_<name>`` without the extension the writer adds."""
-        from prepflow.processing.outputs import output_name
-
-        name = output_name(Path(source.plain_name))
-        suffix = Path(name).suffix
-        if suffix.lower() in (".csv", ".parquet", ".jsonl", ".ndjson", ".json"):
-            name = name[: -len(suffix)]
-        parent = Path(source.name).parent
-        return str(parent / name) if parent != Path(".") else name
 
 
 def _artifact_steps(recipe: Recipe, fitted: dict[int, Any]) -> list[dict[str, Any]]:

@@ -52,3 +52,24 @@ def _cut_to_size(text: str, max_bytes: int) -> str:
         if size > max_bytes:
             return text[:index]
     return text
+
+
+# Suffixes that per_file_stem removes: compression first, then the data format.
+COMPRESSION_SUFFIXES = (".gz", ".gzip")
+FORMAT_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson", ".json")
+
+
+def per_file_stem(relative_name: str) -> str:
+    """Return ``<subfolder>/processed_<name>`` of an input, without the extension that the
+    output format adds: ``2024/a.csv.gz`` gives ``2024/processed_a``.
+    """
+    relative = Path(relative_name)
+    name = relative.name
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+    stem = output_name(Path(name))
+    suffix = Path(stem).suffix
+    if suffix.lower() in FORMAT_SUFFIXES:
+        stem = stem[: -len(suffix)]
+    return str(relative.parent / stem) if relative.parent != Path(".") else stem

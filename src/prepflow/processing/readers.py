@@ -62,16 +62,6 @@ class Source:
     # Records the reader met, header included; set when the file has been read.
     records_total: int = 0
 
-    @property
-    def plain_name(self) -> str:
-        """The file name without a compression suffix (``a.csv.gz`` -> ``a.csv``)."""
-        name = self.path.name
-        lower = name.lower()
-        for suffix in COMPRESSED_SUFFIXES:
-            if self.compression and lower.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
-
 
 def detect(path: Path, name: str, options: InputOptions) -> Source:
     """Find a file's format and compression from its first bytes, then its name."""
@@ -494,9 +484,33 @@ def _read_parquet(source: Source) -> Iterator[pl.DataFrame]:
 
 
 def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
-    """Read JSON Lines; a record's number is its position among the non-blank lines."""
-    decoder = codecs.getincrementaldecoder(source.encoding or "utf-8")()
+    """Read JSON Lines; a record's number is its position among the non-blank lines.
+
+    A first pass collects every key, so that each batch has the same columns in the same
+    order, whichever keys its records happen to have.
+    """
+    names = list(dict.fromkeys(key for _, _, text in _json_lines(source) for key in _keys(text)))
     lines: list[tuple[int, int, str]] = []
+    for entry in _json_lines(source):
+        lines.append(entry)
+        if len(lines) >= JSON_BATCH_LINES:
+            yield from _json_batch(source, lines, names)
+            lines = []
+    if lines:
+        yield from _json_batch(source, lines, names)
+
+
+def _keys(text: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return list(value) if isinstance(value, dict) else []
+
+
+def _json_lines(source: Source) -> Iterator[tuple[int, int, str]]:
+    """Yield (record number, line number, text) of each non-blank line."""
+    decoder = codecs.getincrementaldecoder(source.encoding or "utf-8")()
     record = 0
     with open_binary(source) as file:
         for line, raw in _lines_of(source, file):
@@ -514,12 +528,7 @@ def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
             if not text.strip(" \t"):
                 continue
             record += 1
-            lines.append((record, line, text))
-            if len(lines) >= JSON_BATCH_LINES:
-                yield from _json_batch(source, lines)
-                lines = []
-    if lines:
-        yield from _json_batch(source, lines)
+            yield record, line, text
 
 
 def _lines_of(source: Source, file: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -530,7 +539,9 @@ def _lines_of(source: Source, file: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         raise _damaged(source, error) from error
 
 
-def _json_batch(source: Source, lines: list[tuple[int, int, str]]) -> Iterator[pl.DataFrame]:
+def _json_batch(
+    source: Source, lines: list[tuple[int, int, str]], names: list[str]
+) -> Iterator[pl.DataFrame]:
     records: list[dict[str, Any]] = []
     numbers: list[int] = []
     for record, line, text in lines:
@@ -549,7 +560,7 @@ def _json_batch(source: Source, lines: list[tuple[int, int, str]]) -> Iterator[p
         records.append(value)
         numbers.append(record)
     if records:
-        yield _records_frame(source, records, numbers)
+        yield _records_frame(source, records, numbers, names)
 
 
 class _DuplicateKeyError(ValueError):
@@ -621,16 +632,19 @@ def _read_json_array(source: Source) -> Iterator[pl.DataFrame]:
 
 
 def _records_frame(
-    source: Source, records: list[dict[str, Any]], numbers: list[int]
+    source: Source,
+    records: list[dict[str, Any]],
+    numbers: list[int],
+    names: list[str] | None = None,
 ) -> pl.DataFrame:
     """Build a batch of text columns: JSON values as their JSON text, strings as they are.
 
     Types then come from the recipe's schema, as for CSV, so a column has the same type in
-    every batch whatever values the batch happens to hold.
+    every batch whatever values the batch happens to hold. ``names`` fixes the columns and
+    their order; without it they are the records' keys in order of first appearance.
     """
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
+    if names is None:
+        names = list(dict.fromkeys(key for record in records for key in record))
     columns = {
         name: [_as_text(record[name]) if name in record else None for record in records]
         for name in names

@@ -354,6 +354,16 @@ class Recipe(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _fitted_over_all_files(self) -> Recipe:
+        fitted = [step.step for step in self.steps if isinstance(step, FITTED_STEPS)]
+        if self.output.per_file and fitted and self.artifacts.apply is None:
+            raise ValueError(
+                f"output.per_file with fitted steps ({', '.join(fitted)}) would fit each file "
+                "on its own; combine the files, or fit once and apply those artifacts"
+            )
+        return self
+
     def needs_fitting(self) -> bool:
         return self.artifacts.apply is None and any(
             isinstance(step, FITTED_STEPS) for step in self.steps
@@ -447,8 +457,8 @@ def _describe(error: ValidationError, source: str) -> str:
         where = _field_path(item["loc"])
         message = item["msg"].removeprefix("Value error, ")
         shown = _short(item.get("input"))
-        # Validators that quote the value already say what they got.
-        suffix = "" if shown in message else f" (got {shown})"
+        # Validators that quote the value already name it, and the whole recipe is no value.
+        suffix = "" if shown in message or not item["loc"] else f" (got {shown})"
         lines.append(f"  {where}: {message}{suffix}")
     if len(problems) > MAX_PROBLEMS_SHOWN:
         lines.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")

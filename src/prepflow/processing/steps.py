@@ -273,9 +273,8 @@ class StepRunner:
         if isinstance(step, Impute):
             assert self.params is not None
             return frame.with_columns(
-                [pl.col(name).fill_null(pl.lit(self.params[name]).cast(schema[name], strict=False))
-                 for name in step.columns]
-            )  # fmt: skip
+                [self._filled(name, schema[name], self.params[name]) for name in step.columns]
+            )
         if isinstance(step, Rename):
             return frame.rename(step.columns)
         if isinstance(step, DropColumns):
@@ -313,6 +312,24 @@ class StepRunner:
         if isinstance(step, AddTimestamp):
             return frame.with_columns(pl.lit(self.timestamp).alias(step.column))
         raise AssertionError(f"step {step.step} removes rows; use apply or lazy")
+
+    def _filled(self, name: str, dtype: pl.DataType, value: Any) -> pl.Expr:
+        """Fill a column's missing values with ``value``, keeping every digit of it.
+
+        An integer column filled with a fractional mean or median becomes Float64 rather than
+        truncating the value; a value the column's type cannot hold fails the job.
+        """
+        column = pl.col(name)
+        if value is None:
+            return column
+        if dtype.is_integer() and isinstance(value, float) and not value.is_integer():
+            return column.cast(pl.Float64).fill_null(value)
+        if pl.select(pl.lit(value).cast(dtype, strict=False)).item() is None:
+            raise ProcessingError(
+                f"step {self.index} (impute): {value!r} is not a valid {dtype} value for column "
+                f"{name!r}; give a value of that type"
+            )
+        return column.fill_null(pl.lit(value).cast(dtype))
 
     def _keep_expression(self, schema: pl.Schema) -> pl.Expr:
         columns = list(schema.names())

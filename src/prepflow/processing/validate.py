@@ -235,6 +235,10 @@ def _choose(mask: pl.Series, value: pl.Expr, otherwise: pl.Series) -> pl.Series:
 def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Series:
     if column.dtype not in (pl.String, pl.Utf8):
         target = POLARS_TYPES[spec.type]
+        if spec.type == "int" and column.dtype.is_float():
+            # A cast would truncate 2.5 to 2; only whole numbers are valid ints.
+            whole = column.is_finite() & (column == column.floor())
+            return column.set(~whole.fill_null(True), None).cast(pl.Int64, strict=False)
         if spec.type in ("string", "category", "json"):
             if spec.type == "json" and column.dtype != pl.String:
                 return column.map_elements(json.dumps, return_dtype=pl.String)
