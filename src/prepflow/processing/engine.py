@@ -123,6 +123,9 @@ class Engine:
             sources, options.quote, options.delimiter, options.header
         )
         self.result.rows_rejected = self.rejected.count
+        # Counted at the end: the spilled path rejects rows after the files were read.
+        for entry in self.result.sources:
+            entry["rows_rejected"] = self.rejected.by_source.get(entry["file"], 0)
         self.result.rejected_reasons = dict(self.rejected.by_reason)
         self.result.output_profile = self.output_profile.summary()
         self.result.missing_before = dict(self.validator.counts.missing_before)
@@ -263,7 +266,6 @@ class Engine:
         The thread does the parsing and the schema checks of the next batches while this
         thread transforms and writes, and polars and pyarrow release the GIL for most of both.
         """
-        rejected_before = self.rejected.count
         rows = [0]
 
         def checked() -> Iterator[pl.DataFrame]:
@@ -295,7 +297,6 @@ class Engine:
                 "encoding": source.encoding,
                 "compression": source.compression,
                 "rows_in": total,
-                "rows_rejected": self.rejected.count - rejected_before,
             }
         )
         logger.info("%s: %d rows read (%s)", source.name, total, source.format)

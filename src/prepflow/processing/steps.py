@@ -9,6 +9,7 @@ the value missing instead.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -442,10 +443,35 @@ def _with_reason(frame: pl.DataFrame, reason: str) -> pl.DataFrame | None:
 
 
 def _fields_of_objects(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series]:
-    """Extract fields from a column that holds only JSON objects or nulls."""
-    return _decode_fields(column, fields) or {
-        name: column.str.json_path_match("$." + path).alias(name) for name, path in fields.items()
+    """Extract fields from a column of JSON objects or nulls: with polars' typed decode, or,
+    when a field contains an array or an object, in Python with the same text for numbers.
+    """
+    decoded = _decode_fields(column, fields)
+    if decoded is not None:
+        return decoded
+    objects = [None if text is None else json.loads(text) for text in column.to_list()]
+    return {
+        name: pl.Series(name, [_field_text(value, path) for value in objects], dtype=pl.String)
+        for name, path in fields.items()
     }
+
+
+def _field_text(document: Any, path: str) -> str | None:
+    """Return a field of a parsed JSON object as text, as polars' decode writes it."""
+    value = document
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # polars writes 1.5e3 as 1500
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _extract_struct(column: pl.Series, fields: dict[str, str]) -> pl.Series:
@@ -461,8 +487,6 @@ def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Se
     """Decode JSON objects once and return each requested field as text, or None when some
     value is not an object or a requested field holds an array or object.
 
-    NOTE: numbers come back as polars writes them (``1.5e3`` as ``1500``), while the
-    ``json_path_match`` fallback writes ``1500.0``; only batches that need the fallback differ.
     """
     dtype = _fields_dtype(list(fields.values()))
     if dtype is None:

@@ -209,6 +209,7 @@ class RejectedWriter:
         self.lock = threading.Lock()
         self.count = 0
         self.by_reason: dict[str, int] = {}
+        self.by_source: dict[str, int] = {}
 
     def add(
         self, frame: pl.DataFrame, source: Source, stage: str, *, removed: bool = False
@@ -266,6 +267,8 @@ class RejectedWriter:
             for reason, count in reasons.iter_rows():
                 kind = _reason_kind(reason)
                 self.by_reason[kind] = self.by_reason.get(kind, 0) + count
+            for name, count in table.group_by("source_file").len().iter_rows():
+                self.by_source[name] = self.by_source.get(name, 0) + count
             self.count += table.height
         arrow = table.to_arrow().cast(REJECTED_SCHEMA)
         if self.writer is None:
