@@ -54,6 +54,8 @@ def build_report(
             f"Distinct counts are exact below {SKETCH_SIZE:,} values and estimated above.",
             f"Top values are exact for columns with at most {TOP_TRACK_LIMIT:,} distinct values.",
             "rows in = rows out + rows rejected + rows removed by steps.",
+            "missing_before counts the values missing in the files that have the column; "
+            "a column some files lack is missing in all their rows afterwards.",
         ],
     }
 
