@@ -242,3 +242,33 @@ def test_partition_folder_names():
     long_name = _partition_folder("k", "x" * 400)
     assert len(long_name.encode()) <= 255
     assert long_name != _partition_folder("k", "x" * 401)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [float(v) for v in np.random.default_rng(3).normal(0, 1, 10_001)],
+        [float(v) for v in np.random.default_rng(4).exponential(1, 10_000)],
+        [50_000.0, 60_000.0, 70_000.0] * 1_000 + [60_000.0],
+        [1.0, 2.0],
+        [2.0, 2.0, 2.0],
+        [1.0, float("inf"), 3.0],
+        [-1e12, 0.5, 0.25, 1e12],
+    ],
+)
+def test_exact_median_matches_sort(values):
+    from prepflow.processing.steps import exact_median
+
+    frame = pl.DataFrame({"x": values}).with_columns(
+        pl.when(pl.int_range(pl.len()) % 7 == 3).then(None).otherwise(pl.col("x")).alias("x")
+    )
+
+    assert exact_median(frame.lazy(), "x") == frame["x"].median()
+
+
+def test_exact_median_all_missing():
+    from prepflow.processing.steps import exact_median
+
+    frame = pl.DataFrame({"x": [None, None]}, schema={"x": pl.Float64})
+
+    assert exact_median(frame.lazy(), "x") is None
