@@ -42,7 +42,6 @@ from prepflow.processing.validate import (
     REASON,
     VALUE,
     SchemaValidator,
-    first_occurrence,
 )
 from prepflow.processing.writers import OutputWriter, RejectedWriter
 
@@ -51,6 +50,8 @@ logger = logging.getLogger(__name__)
 ARTIFACTS_VERSION = 1
 SPLIT_LABEL = "__split"
 KEEP_FLAG = "__first"
+ROW_INDEX = "__row"
+UNIQUE_PARTS = 16
 
 
 @dataclass
@@ -199,15 +200,30 @@ class Engine:
     def _unique_flags(self, base: pl.LazyFrame) -> pl.DataFrame | None:
         """Flag, per unique column, the rows whose value is seen for the first time.
 
-        The check runs over all files at once, one column at a time, so that only one hash
-        table of values exists at any moment.
+        The check runs over all files at once, on one column and one of UNIQUE_PARTS parts of
+        its values (split by hash) at a time: every copy of a value falls in the same part,
+        so only a part's hash table of values is in memory at any moment.
         """
         unique = self.validator.unique_columns
         if not unique:
             return None
-        return pl.DataFrame(
-            [base.select(first_occurrence(name)).collect()[name] for name in unique]
-        )
+        indexed = base.with_row_index(ROW_INDEX)
+        total = int(indexed.select(pl.len()).collect(engine="streaming").item())
+        flags = {}
+        for name in unique:
+            first = np.ones(total, dtype=bool)
+            part = pl.col(name).hash(seed=0) % UNIQUE_PARTS
+            for number in range(UNIQUE_PARTS):
+                repeats = (
+                    indexed.select(ROW_INDEX, name)
+                    .filter(pl.col(name).is_not_null() & (part == number))
+                    .filter(~pl.col(name).is_first_distinct())
+                    .select(ROW_INDEX)
+                    .collect()
+                )
+                first[repeats[ROW_INDEX].to_numpy()] = False
+            flags[name] = pl.Series(name, first)
+        return pl.DataFrame(flags)
 
     def _write_transformed(
         self,

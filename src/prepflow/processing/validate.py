@@ -334,11 +334,6 @@ def _json_message(text: str) -> str | None:
     return None
 
 
-def first_occurrence(name: str) -> pl.Expr:
-    """True for the first row of each value of a column, and for missing values."""
-    return pl.col(name).is_first_distinct() | pl.col(name).is_null()
-
-
 def _rule_failures(values: pl.Series, spec: ColumnSpec) -> list[tuple[pl.Series, str]]:
     failures: list[tuple[pl.Series, str]] = []
     comparable = spec.type in ("int", "float", "string", "category", "date", "datetime")
