@@ -156,7 +156,7 @@ class Engine:
         return fitting or self.recipe.output.split is not None
 
     def _stream(self, source: Source, writer: OutputWriter) -> None:
-        # One set of runners for every file of the job, so deduplicate sees all of them.
+        # One set of runners for every file of the job, so deduplicate compares all of them.
         if self.stream_runners is None:
             self.stream_runners = self._runners({})
         runners = self.stream_runners
@@ -233,7 +233,7 @@ class Engine:
         runners: list[StepRunner],
         schema: pl.Schema,
     ) -> pl.Schema | None:
-        """Write the transformed batches, split when the recipe asks; return their columns."""
+        """Write the transformed batches, split if the recipe has a split; return their columns."""
         columns: pl.Schema | None = None
         if self.recipe.output.split is None:
             for out in transformed:

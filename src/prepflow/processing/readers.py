@@ -408,7 +408,7 @@ def _join_numbers(numbers: list[int]) -> str:
 
 
 class _BadRowCollector:
-    """The ``invalid_row_handler``: keeps each ragged row and tells pyarrow to skip it."""
+    """The ``invalid_row_handler``: keeps each ragged row and has pyarrow skip it."""
 
     def __init__(self, source: Source) -> None:
         self.source = source

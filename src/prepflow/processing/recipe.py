@@ -309,7 +309,7 @@ class Split(_Model):
 
 
 class OutputOptions(_Model):
-    """How the processed rows are written."""
+    """Format, compression, split and partitioning of the processed rows."""
 
     format: Literal["csv", "parquet", "jsonl"] = "csv"
     compression: Literal["none", "gzip", "zstd", "snappy"] = "none"

@@ -55,7 +55,7 @@ def data_columns(columns: list[str]) -> list[str]:
 
 
 def describe(step: Step) -> str:
-    """Return one line that says what a step does, for logs and the report."""
+    """Return a one-line description of a step, for logs and the report."""
     fields = step.model_dump(exclude={"step"}, exclude_none=True)
     details = ", ".join(f"{key}={value}" for key, value in fields.items())
     return f"{step.step} ({details})" if details else step.step
@@ -487,7 +487,7 @@ def _extract_struct(column: pl.Series, fields: dict[str, str]) -> pl.Series:
 
 def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series] | None:
     """Decode JSON objects once and return each requested field as text, or None when some
-    value is not an object or a requested field holds an array or object.
+    value is not an object or a requested field contains an array or object.
 
     """
     dtype = _fields_dtype(list(fields.values()))
@@ -507,7 +507,7 @@ def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Se
 
 
 def _fields_dtype(paths: list[str]) -> pl.Struct | None:
-    """Build the struct type that holds the dotted paths as text, or None if they conflict."""
+    """Build the struct type of the dotted paths as text, or None if they conflict."""
     tree: dict[str, Any] = {}
     for path in paths:
         node = tree

@@ -51,7 +51,7 @@ DUPLICATE_REASON = "duplicate value in a unique column"
 
 @dataclass
 class ValidationCounts:
-    """What validation did, summed over batches, for the report."""
+    """Counts of missing and invalid values, summed over batches, for the report."""
 
     missing_before: Counter[str] = field(default_factory=Counter)
     set_missing: Counter[str] = field(default_factory=Counter)
@@ -97,7 +97,7 @@ class SchemaValidator:
             )
 
     def check(self, frame: pl.DataFrame, *, tokens_applied: bool = False) -> Checked:
-        """Check a batch; ``tokens_applied`` says the reader already made missing tokens null."""
+        """Check a batch; ``tokens_applied`` means the reader already made missing tokens null."""
         # Every column as read (schema columns the file lacks added as missing), for rejected rows.
         absent = [name for name in self.specs if name not in frame.columns]
         as_read = frame.with_columns([pl.lit(None, dtype=pl.String).alias(name) for name in absent])
@@ -199,7 +199,7 @@ def _convert(
     column: pl.Series, spec: ColumnSpec, options: InputOptions
 ) -> tuple[pl.Series, pl.Series, pl.Series, pl.Series]:
     """Return the typed values, the mask of invalid values with a reason for each, and the
-    mask of missing required values (a row fault whatever ``on_invalid`` says).
+    mask of missing required values (a row fault whatever ``on_invalid`` is).
     """
     present = column.is_not_null()
     target = POLARS_TYPES[spec.type]

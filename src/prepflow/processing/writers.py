@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from prepflow.errors import ProcessingError
 from prepflow.processing.lines import (
+    SCAN_CHUNK_BYTES,
     is_line_mappable,
     map_record_lines,
     map_record_lines_exactly,
@@ -355,7 +356,7 @@ def _map_records(
     if source.format != "csv" or not is_line_mappable(source.encoding):
         return np.empty(0, np.int64), np.empty(0, np.int64)
     with open_binary(source) as file:
-        chunks = iter(lambda: file.read(16 << 20), b"")
+        chunks = iter(lambda: file.read(SCAN_CHUNK_BYTES), b"")
         numbers, lines, total = map_record_lines(chunks, records, quote=quote)
     if total == source.records_total:
         return numbers, lines
