@@ -41,6 +41,7 @@ from prepflow.processing.validate import (
     DUPLICATE_REASON,
     REASON,
     VALUE,
+    Checked,
     SchemaValidator,
 )
 from prepflow.processing.writers import OutputWriter, RejectedWriter
@@ -52,6 +53,8 @@ SPLIT_LABEL = "__split"
 KEEP_FLAG = "__first"
 ROW_INDEX = "__row"
 UNIQUE_PARTS = 16
+# Batches checked at once against the schema: the machines this runs on have two cores or more.
+CHECK_THREADS = 2
 
 
 @dataclass
@@ -277,27 +280,38 @@ class Engine:
     # Reading and validation --------------------------------------------------------------------
 
     def _validated(self, source: Source) -> Iterator[pl.DataFrame]:
-        """Yield the file's checked batches; reading and checking run on a read-ahead thread.
+        """Yield the file's checked batches; reading and checking run on threads of their own.
 
-        The thread does the parsing and the schema checks of the next batches while this
-        thread transforms and writes, and polars and pyarrow release the GIL for most of both.
+        Parsing runs one stage ahead of the checks, and the checks of two batches run at once,
+        while this thread transforms and writes; polars and pyarrow release the GIL for most
+        of the work.
         """
         rows = [0]
+        # Without a schema no row is rejected for its values, so the parser may turn
+        # missing-value tokens into nulls, which is faster than the validator doing it.
+        early = source.format == "csv" and not self.validator.specs
+        tokens = self.recipe.input.missing_values if early else ()
+        # A unique column checked batch by batch remembers values in batch order.
+        ordered_check = bool(self.validator.unique_columns) and not self.validator.defer_unique
+
+        def with_columns_checked(batches: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+            for number, batch in enumerate(batches):
+                if number == 0:
+                    self.validator.check_columns(batch.columns, source.name)
+                yield batch
+
+        def check(batch: pl.DataFrame) -> tuple[int, Checked]:
+            return batch.height, self.validator.check(batch, tokens_applied=early)
 
         def checked() -> Iterator[pl.DataFrame]:
-            checked_columns = False
-            # Parsing runs on a thread of its own, one stage ahead of the checks.
-            # Without a schema no row is rejected for its values, so the parser may turn
-            # missing-value tokens into nulls, which is faster than the validator doing it.
-            early = source.format == "csv" and not self.validator.specs
-            tokens = self.recipe.input.missing_values if early else ()
             batches = readers.read_batches(source, self.recipe.input, missing_values=tokens)
-            for batch in readers.prefetched(batches):
-                if not checked_columns:
-                    self.validator.check_columns(batch.columns, source.name)
-                    checked_columns = True
-                rows[0] += batch.height + self._take_bad_records(source)
-                result = self.validator.check(batch, tokens_applied=early)
+            results = readers.ordered_map(
+                check,
+                with_columns_checked(readers.prefetched(batches)),
+                workers=1 if ordered_check else CHECK_THREADS,
+            )
+            for height, result in results:
+                rows[0] += height + self._take_bad_records(source)
                 self.rejected.add(result.rejected, source, "schema")
                 yield result.good
             rows[0] += self._take_bad_records(source)

@@ -17,10 +17,12 @@ import io
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -149,6 +151,36 @@ def prefetched(batches: Iterator[pl.DataFrame], depth: int = 2) -> Iterator[pl.D
     finally:
         stop.set()
         thread.join()
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def ordered_map(
+    function: Callable[[In], Out], items: Iterator[In], workers: int = 2
+) -> Iterator[Out]:
+    """Apply ``function`` to the items on ``workers`` threads and yield the results in order.
+
+    For per-batch work that holds no state across batches, such as the schema checks: polars
+    releases the GIL, so two batches are checked at once. At most ``workers + 1`` items are
+    in flight, and an error is raised at the item where it happened.
+    """
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    pending: deque[Future[Out]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="check") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _read_head(path: Path) -> bytes:

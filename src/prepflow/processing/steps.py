@@ -497,6 +497,8 @@ def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Se
         decoded = column.str.json_decode(dtype)
     except pl.exceptions.PolarsError:
         return None
+    if (column.is_not_null() & decoded.is_null()).any():
+        return None  # the text "null" decodes to a missing object without an error
     result: dict[str, pl.Series] = {}
     for name, path in fields.items():
         value = decoded

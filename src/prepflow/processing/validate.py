@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -71,6 +72,8 @@ class SchemaValidator:
         self.options: InputOptions = recipe.input
         self.specs = recipe.columns_schema.columns
         self.counts = ValidationCounts()
+        # check() may run on several threads at once (see readers.ordered_map).
+        self._counts_lock = threading.Lock()
         self.seen = {name: SeenValues() for name, spec in self.specs.items() if spec.unique}
         # When the engine spills, it checks unique columns itself over the whole spill,
         # which is faster than a batch-by-batch check.
@@ -103,9 +106,9 @@ class SchemaValidator:
         as_read = frame.with_columns([pl.lit(None, dtype=pl.String).alias(name) for name in absent])
         if not tokens_applied:
             frame = self._apply_missing_tokens(frame)
-        for name in frame.columns:
-            if name != RECORD:
-                self.counts.missing_before[name] += frame[name].null_count()
+        nulls = {name: frame[name].null_count() for name in frame.columns if name != RECORD}
+        with self._counts_lock:
+            self.counts.missing_before.update(nulls)
         frame = self._shape_columns(frame)
         if not self.specs:
             return Checked(frame, _empty_rejected(frame))
@@ -143,10 +146,12 @@ class SchemaValidator:
         )
         # Count values set missing only in rows that pass, so no row is counted twice.
         kept = _any(problems).not_() if problems else None
-        for name, mask in blanked.items():
-            self.counts.set_missing[name] += int(
-                (mask & kept).sum() if kept is not None else mask.sum()
-            )
+        blanked_kept = {
+            name: int((mask & kept).sum() if kept is not None else mask.sum())
+            for name, mask in blanked.items()
+        }
+        with self._counts_lock:
+            self.counts.set_missing.update(blanked_kept)
         return checked
 
     def _apply_missing_tokens(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -244,6 +249,8 @@ def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Seri
                 return column.map_elements(json.dumps, return_dtype=pl.String)
             return column.cast(pl.String, strict=False)
         return column.cast(target, strict=False)
+    if spec.type in ("string", "category", "json"):
+        return column  # text as read; no strip, which would copy every value
     text = column.str.strip_chars()
     if spec.type == "int":
         if options.thousands:
@@ -264,7 +271,7 @@ def _cast(column: pl.Series, spec: ColumnSpec, options: InputOptions) -> pl.Seri
         return parse_temporal(text, spec.format, spec.day_first, "date")
     if spec.type == "datetime":
         return parse_temporal(text, spec.format, spec.day_first, "datetime")
-    return column
+    raise AssertionError(f"no conversion for type {spec.type!r}")
 
 
 def _without_thousands(text: pl.Series, options: InputOptions) -> pl.Series:
