@@ -28,7 +28,7 @@ NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32
            pl.Float32, pl.Float64)  # fmt: skip
 SAMPLE_KEY = "__sample_key"
 # Rows profiled together: fewer, larger polars queries cost less than one per batch.
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 131_072
 
 
 @dataclass

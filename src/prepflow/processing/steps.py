@@ -9,7 +9,6 @@ the value missing instead.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +18,12 @@ import polars as pl
 
 from prepflow.errors import ProcessingError
 from prepflow.processing import filters
+from prepflow.processing.jsonfields import (
+    Predecoded,
+    decode_fields,
+    fields_of_objects,
+    predecoded_names,
+)
 from prepflow.processing.recipe import (
     AddTimestamp,
     Clip,
@@ -31,6 +36,7 @@ from prepflow.processing.recipe import (
     OneHot,
     Ordinal,
     ParseDates,
+    Recipe,
     Rename,
     Scale,
     Step,
@@ -125,6 +131,44 @@ def _columns_read(step: Step, columns: list[str]) -> list[str]:
     return list(getattr(step, "columns", []))
 
 
+# Steps that neither remove rows nor read every column: after them, a JSON column's text is
+# still not needed when extract_json drops it.
+ROW_KEEPING_STEPS = (Impute, Rename, DropColumns, Clip, OneHot, Ordinal, Scale, AddTimestamp)
+
+
+def first_extractions(recipe: Recipe) -> dict[str, Predecoded]:
+    """Plan, for each JSON column of the schema whose first use by a step is extract_json,
+    that the schema check decodes the step's fields, so the column is parsed once for both.
+
+    A step that names the column earlier (rename, impute, drop_columns, ...) may change it,
+    so such a column is left to the step. The text itself is dropped at the check when
+    nothing before the step can use it: no unique check, no step that removes rows (whose
+    removed rows would be kept with their values) or reads every column.
+    """
+    specs = recipe.columns_schema.columns
+    json_columns = {
+        name for name, spec in specs.items() if spec.type == "json" and spec.on_invalid == "reject"
+    }
+    found: dict[str, Predecoded] = {}
+    for position, step in enumerate(recipe.steps):
+        named = set(_columns_read(step, []))
+        if isinstance(step, Rename):
+            named |= set(step.columns.values())
+        for name in sorted(json_columns & named):
+            if isinstance(step, ExtractJson) and step.column == name:
+                unused = (
+                    step.drop_source
+                    and not specs[name].unique
+                    and all(
+                        isinstance(earlier, ROW_KEEPING_STEPS)
+                        for earlier in recipe.steps[:position]
+                    )
+                )
+                found[name] = Predecoded(dict(step.fields), keep_text=not unused)
+            json_columns.discard(name)
+    return found
+
+
 def one_hot_name(column: str, value: object) -> str:
     return f"{column}_{value}"
 
@@ -187,6 +231,9 @@ class StepRunner:
             keys = step.keys or data_columns(columns)
             return frame.filter(pl.struct(keys).is_first_distinct())
         if isinstance(step, ExtractJson):
+            if _predecoded(step, columns):
+                frame = frame.rename(predecoded_names(step.column, step.fields))
+                return frame.drop([step.column] if step.drop_source else [])
             if step.on_invalid == "reject":
                 frame = frame.filter(
                     pl.col(step.column).map_batches(_valid_json, return_dtype=pl.Boolean)
@@ -359,9 +406,13 @@ class StepRunner:
     def _extract_json(self, frame: pl.DataFrame) -> Outcome:
         step = self.step
         assert isinstance(step, ExtractJson)
+        if _predecoded(step, frame.columns):
+            # The schema check proved every value an object and decoded these fields.
+            result = frame.rename(predecoded_names(step.column, step.fields))
+            return Outcome(result.drop(step.column) if step.drop_source else result)
         column = frame[step.column].cast(pl.String)
         # One typed decode parses each value once and proves every value is an object.
-        fields = _decode_fields(column, step.fields)
+        fields = decode_fields(column, step.fields)
         rejected = None
         if fields is None:
             invalid, messages = json_problems(column)
@@ -374,7 +425,7 @@ class StepRunner:
                 frame, column = frame.filter(~invalid), column.filter(~invalid)
             elif invalid.any():
                 column = column.set(invalid, None)
-            fields = _fields_of_objects(column, step.fields)
+            fields = fields_of_objects(column, step.fields)
         result = frame.with_columns(list(fields.values()))
         if step.drop_source:
             result = result.drop(step.column)
@@ -434,6 +485,10 @@ class StepRunner:
         return ((column - statistics["min"]) / spread).alias(name)
 
 
+def _predecoded(step: ExtractJson, columns: list[str]) -> bool:
+    return all(name in columns for name in predecoded_names(step.column, step.fields))
+
+
 def _with_reason(frame: pl.DataFrame, reason: str) -> pl.DataFrame | None:
     if frame.height == 0:
         return None
@@ -444,91 +499,13 @@ def _with_reason(frame: pl.DataFrame, reason: str) -> pl.DataFrame | None:
     )
 
 
-def _fields_of_objects(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series]:
-    """Extract fields from a column of JSON objects or nulls: with polars' typed decode, or,
-    when a field contains an array or an object, in Python with the same text for numbers.
-    """
-    decoded = _decode_fields(column, fields)
-    if decoded is not None:
-        return decoded
-    objects = [None if text is None else json.loads(text) for text in column.to_list()]
-    return {
-        name: pl.Series(name, [_field_text(value, path) for value in objects], dtype=pl.String)
-        for name, path in fields.items()
-    }
-
-
-def _field_text(document: Any, path: str) -> str | None:
-    """Return a field of a parsed JSON object as text, as polars' decode writes it."""
-    value = document
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # polars writes 1.5e3 as 1500
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def _extract_struct(column: pl.Series, fields: dict[str, str]) -> pl.Series:
     """Return the extracted fields of a column of JSON objects, as one struct Series."""
     text = column.cast(pl.String)
     invalid, _ = json_problems(text)
     if invalid.any():
         text = text.set(invalid, None)
-    return pl.DataFrame(list(_fields_of_objects(text, fields).values())).to_struct(column.name)
-
-
-def _decode_fields(column: pl.Series, fields: dict[str, str]) -> dict[str, pl.Series] | None:
-    """Decode JSON objects once and return each requested field as text, or None when some
-    value is not an object or a requested field contains an array or object.
-
-    """
-    dtype = _fields_dtype(list(fields.values()))
-    if dtype is None:
-        return None
-    try:
-        decoded = column.str.json_decode(dtype)
-    except pl.exceptions.PolarsError:
-        return None
-    if (column.is_not_null() & decoded.is_null()).any():
-        return None  # the text "null" decodes to a missing object without an error
-    result: dict[str, pl.Series] = {}
-    for name, path in fields.items():
-        value = decoded
-        for part in path.split("."):
-            value = value.struct.field(part)
-        result[name] = value.alias(name)
-    return result
-
-
-def _fields_dtype(paths: list[str]) -> pl.Struct | None:
-    """Build the struct type of the dotted paths as text, or None if they conflict."""
-    tree: dict[str, Any] = {}
-    for path in paths:
-        node = tree
-        parts = path.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                return None
-            node = child
-        if isinstance(node.get(parts[-1]), dict):
-            return None
-        node[parts[-1]] = None
-
-    def build(node: dict[str, Any]) -> pl.Struct:
-        return pl.Struct(
-            {key: pl.String if child is None else build(child) for key, child in node.items()}
-        )
-
-    return build(tree)
+    return pl.DataFrame(list(fields_of_objects(text, fields).values())).to_struct(column.name)
 
 
 def _valid_json(column: pl.Series) -> pl.Series:

@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from prepflow.errors import ProcessingError
+from prepflow.processing.jsonfields import (
+    Predecoded,
+    decode_fields,
+    fields_of_objects,
+    predecoded_names,
+)
 from prepflow.processing.readers import RECORD, json_type
 from prepflow.processing.recipe import ColumnSpec, InputOptions, Recipe
 from prepflow.processing.seen import SeenValues
@@ -79,6 +85,8 @@ class SchemaValidator:
         # which is faster than a batch-by-batch check.
         self.defer_unique = False
         self.unique_columns = [name for name, spec in self.specs.items() if spec.unique]
+        # JSON columns whose first use is an extract_json step (steps.first_extractions).
+        self.predecoded: dict[str, Predecoded] = {}
 
     def check_columns(self, columns: list[str], source_name: str) -> None:
         """Raise before any row is read when the file's columns cannot meet the schema."""
@@ -119,7 +127,15 @@ class SchemaValidator:
         blanked: dict[str, pl.Series] = {}
         converted: dict[str, pl.Series] = {}
         for name, spec in self.specs.items():
-            values, invalid, reasons, missing = _convert(frame[name], spec, self.options)
+            plan = self.predecoded.get(name)
+            values, invalid, reasons, missing, extracted = _convert(
+                frame[name], spec, self.options, plan.fields if plan else None
+            )
+            converted.update({series.name: series for series in extracted})
+            if plan is not None and not plan.keep_text:
+                # Rejected rows keep the text (from ``original``); passing rows need only
+                # the fields, and an empty column makes the spill smaller.
+                values = pl.repeat(None, len(values), dtype=pl.String, eager=True).alias(name)
             invalid, reasons = self._check_unique(name, spec, values, invalid, reasons)
             if spec.on_invalid == "set_missing":
                 if invalid.any():
@@ -201,20 +217,35 @@ class SchemaValidator:
 
 
 def _convert(
-    column: pl.Series, spec: ColumnSpec, options: InputOptions
-) -> tuple[pl.Series, pl.Series, pl.Series, pl.Series]:
-    """Return the typed values, the mask of invalid values with a reason for each, and the
-    mask of missing required values (a row fault whatever ``on_invalid`` is).
+    column: pl.Series,
+    spec: ColumnSpec,
+    options: InputOptions,
+    fields: dict[str, str] | None = None,
+) -> tuple[pl.Series, pl.Series, pl.Series, pl.Series, list[pl.Series]]:
+    """Return the typed values, the mask of invalid values with a reason for each, the mask
+    of missing required values (a row fault whatever ``on_invalid`` is), and, for a JSON
+    column given ``fields`` (output name -> path), a hidden column per field (see jsonfields).
     """
     present = column.is_not_null()
     target = POLARS_TYPES[spec.type]
     values = _cast(column, spec, options)
     no_reason = pl.Series([None] * len(column), dtype=pl.String)
     reasons = no_reason
+    extracted: list[pl.Series] = []
     if spec.type == "json":
-        invalid, messages = json_problems(column)
-        if invalid.any():
-            reasons = _choose(invalid, pl.lit("invalid JSON: ") + messages, reasons)
+        # With fields to extract, one typed decode checks the objects and extracts them.
+        decoded = decode_fields(values, fields) if fields is not None else None
+        if decoded is None:
+            invalid, messages = json_problems(column)
+            if invalid.any():
+                reasons = _choose(invalid, pl.lit("invalid JSON: ") + messages, reasons)
+            if fields is not None:
+                decoded = fields_of_objects(values.set(invalid, None), fields)
+        else:
+            invalid = present & False
+        if fields is not None and decoded is not None:
+            hidden = predecoded_names(column.name, fields)
+            extracted = [decoded[name].alias(hidden_name) for hidden_name, name in hidden.items()]
     else:
         invalid = present & values.is_null()
         if invalid.any():
@@ -230,6 +261,7 @@ def _convert(
         invalid.alias("invalid"),
         reasons.alias("reason"),
         missing.alias("missing"),
+        extracted,
     )
 
 

@@ -13,7 +13,9 @@ import io
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,7 +44,9 @@ HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 # NAME_MAX on Linux file systems: bytes in one path component.
 MAX_NAME_BYTES = 255
 # Rows per Parquet row group: large groups compress and read better than one per batch.
-PARQUET_ROW_GROUP_ROWS = 262_144
+PARQUET_ROW_GROUP_ROWS = 131_072
+# Writes queued for the writer thread before the producer waits; bounds the rows in memory.
+WRITE_BACKLOG = 2
 T = TypeVar("T")
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
 REJECTED_COLUMNS = ("source_file", "record", "stage", "column", "reason", "value", "row")
@@ -79,6 +83,10 @@ class OutputWriter:
     options: OutputOptions
     base_name: str
     files: dict[tuple[str | None, str | None], _OpenFile] = field(default_factory=dict)
+    # Encoding and compressing run on one thread of their own, in order, while the caller
+    # transforms the next batch.
+    _thread: ThreadPoolExecutor | None = None
+    _queued: deque[Future[None]] = field(default_factory=deque)
 
     def write(self, frame: pl.DataFrame, split: str | None = None) -> None:
         if frame.height == 0:
@@ -98,6 +106,7 @@ class OutputWriter:
 
     def close(self) -> list[dict[str, Any]]:
         """Close every file; return name and row count of each, for the report."""
+        self._wait_for_writes()
         outputs = []
         for entry in self.files.values():
             self._guarded(entry, partial(self._flush_parquet, entry))
@@ -112,6 +121,8 @@ class OutputWriter:
         """Close and delete every file, so a failed job leaves no partial output."""
         with contextlib.suppress(Exception):
             self.close()
+        if self._thread is not None:
+            self._thread.shutdown(cancel_futures=True)
         for entry in self.files.values():
             with contextlib.suppress(OSError):
                 entry.path.unlink()
@@ -122,8 +133,25 @@ class OutputWriter:
         if entry is None:
             entry = self._guarded(None, lambda: self._open(split, partition))
             self.files[key] = entry
-        self._guarded(entry, lambda: self._write_rows(entry, frame))
+        self._submit(partial(self._guarded, entry, partial(self._write_rows, entry, frame)))
         entry.rows += frame.height
+
+    def _submit(self, write: Callable[[], None]) -> None:
+        """Queue a write for the writer thread; raise the error of any write that failed."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="write")
+        self._queued.append(self._thread.submit(write))
+        while self._queued and (len(self._queued) > WRITE_BACKLOG or self._queued[0].done()):
+            self._queued.popleft().result()
+
+    def _wait_for_writes(self) -> None:
+        try:
+            while self._queued:
+                self._queued.popleft().result()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown()
+                self._thread = None
 
     def _guarded(self, entry: _OpenFile | None, action: Callable[[], T]) -> T:
         """Run a file operation, turning an OSError into a ProcessingError that names the file."""
