@@ -351,6 +351,20 @@ def test_sample_rows_are_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
     assert profiler.sample["v"].n_unique() == 100
 
 
+def test_sample_smallest_keys_overall(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chosen rows wait in pieces between merges; the result must still be the rows with the
+    # SAMPLE_ROWS smallest random keys of the whole stream, drawn in stream order.
+    monkeypatch.setattr(profile, "SAMPLE_ROWS", 100)
+    values = list(range(3_000))
+
+    profiler, _ = profiled(*in_batches(values, 70), seed=5)
+
+    keys = np.random.default_rng(5).random(len(values))
+    expected = sorted(int(index) for index in np.argsort(keys)[:100])
+    assert profiler.sample is not None
+    assert sorted(profiler.sample["v"].to_list()) == expected
+
+
 def test_sample_draws_from_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(profile, "SAMPLE_ROWS", 500)
 

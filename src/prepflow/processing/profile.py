@@ -71,6 +71,8 @@ class Profiler:
         self.rows = 0
         self.random = np.random.default_rng(seed)
         self.sample_threshold = 1.0
+        self.sample_pieces: list[pl.DataFrame] = []
+        self.sample_piece_rows = 0
         self.pending: list[pl.DataFrame] = []
         self.pending_rows = 0
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile")
@@ -118,6 +120,7 @@ class Profiler:
         if self.running is not None:
             self.running.result()
         self.worker.shutdown()
+        self._merge_sample()
         return {name: self._summarize(name, column) for name, column in self.columns.items()}
 
     def _add_aggregates(self, data: pl.DataFrame) -> None:
@@ -166,11 +169,13 @@ class Profiler:
                 # Only hashes below the current k-th smallest can change the sketch.
                 hashes = hashes.filter(hashes < int(sketch[-1]))
             expressions.append(hashes.unique().bottom_k(SKETCH_SIZE).implode().alias(name))
-        found = data.select(expressions).row(0, named=True)
-        for name, values in found.items():
+        # Each result is a one-row list column; its Series goes to numpy without Python ints.
+        found = data.select(expressions)
+        for name in found.columns:
             column = self.columns[name]
-            if values:
-                merged = np.union1d(column.hashes, np.array(values, dtype=np.uint64))
+            values = found[name][0]
+            if values is not None and values.len():
+                merged = np.union1d(column.hashes, values.to_numpy().astype(np.uint64))
                 column.hashes = merged[:SKETCH_SIZE]
 
     def _add_counts(self, data: pl.DataFrame) -> None:
@@ -180,12 +185,13 @@ class Profiler:
             return
         found = data.select(
             [pl.col(name).drop_nulls().value_counts(name="count").implode() for name in tracked]
-        ).row(0, named=True)
+        )
         for name in tracked:
             column = self.columns[name]
-            counts = pl.DataFrame(found[name]).rename({name: "value"}) if found[name] else None
-            if counts is None:
+            cell = found[name][0]  # a Series of {value, count} structs
+            if cell is None or not cell.len():
                 continue
+            counts = cell.struct.unnest().rename({name: "value"})
             if column.top is not None:
                 counts = pl.concat([column.top, counts], how="vertical_relaxed")
                 counts = counts.group_by("value").agg(pl.col("count").sum())
@@ -196,21 +202,29 @@ class Profiler:
 
     def _add_sample(self, data: pl.DataFrame) -> None:
         keys = self.random.random(data.height)
-        if self.sample is not None and self.sample.height >= SAMPLE_ROWS:
-            # Rows with a key above the sample's largest key would be dropped at once.
-            chosen = keys < self.sample_threshold
+        # Rows with a key above the sample's largest key could never enter it.
+        chosen = keys < self.sample_threshold
+        if not chosen.all():
             if not chosen.any():
                 return
             data, keys = data.filter(pl.Series(chosen)), keys[chosen]
-        keyed = data.with_columns(pl.Series(SAMPLE_KEY, keys))
-        combined = (
-            keyed
-            if self.sample is None
-            else pl.concat([self.sample, keyed], how="diagonal_relaxed")
-        )
+        # Chosen rows wait as pieces, and the sample is cut back to SAMPLE_ROWS once they add
+        # up to that many rows: sorting and copying the whole sample for every chunk cost
+        # more than the rest of the profile.
+        self.sample_pieces.append(compact(data.with_columns(pl.Series(SAMPLE_KEY, keys))))
+        self.sample_piece_rows += len(keys)
+        if self.sample_piece_rows >= SAMPLE_ROWS:
+            self._merge_sample()
+
+    def _merge_sample(self) -> None:
+        if not self.sample_pieces:
+            return
+        parts = [self.sample] if self.sample is not None else []
+        combined = pl.concat(parts + self.sample_pieces, how="diagonal_relaxed")
+        self.sample_pieces, self.sample_piece_rows = [], 0
         if combined.height > SAMPLE_ROWS:
-            combined = combined.sort(SAMPLE_KEY).head(SAMPLE_ROWS)
-        self.sample = compact(combined)
+            combined = compact(combined.sort(SAMPLE_KEY).head(SAMPLE_ROWS))
+        self.sample = combined
         if combined.height >= SAMPLE_ROWS:
             self.sample_threshold = float(combined[SAMPLE_KEY].max())  # type: ignore[arg-type]
 

@@ -42,7 +42,14 @@ from prepflow.processing.recipe import (
     Step,
 )
 from prepflow.processing.seen import SeenValues
-from prepflow.processing.validate import COLUMN, REASON, VALUE, json_problems, parse_temporal
+from prepflow.processing.validate import (
+    COLUMN,
+    REASON,
+    VALUE,
+    constant,
+    json_problems,
+    parse_temporal,
+)
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 NUMERIC = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64,
@@ -451,9 +458,9 @@ class StepRunner:
         assert isinstance(step, ParseDates)
         parser = self._date_parser()
         parsed = {name: parser(frame[name]) for name in step.columns}
-        bad = pl.Series([False] * frame.height)
-        column_name = pl.Series([None] * frame.height, dtype=pl.String)
-        value = pl.Series([None] * frame.height, dtype=pl.String)
+        bad = constant(False, frame.height, pl.Boolean)
+        column_name = constant(None, frame.height, pl.String)
+        value = constant(None, frame.height, pl.String)
         for name in reversed(step.columns):
             invalid = frame[name].is_not_null() & parsed[name].is_null()
             bad = bad | invalid

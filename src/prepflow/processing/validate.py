@@ -145,7 +145,7 @@ class SchemaValidator:
                         # A required value cannot be set missing, so its row is rejected
                         # with the reason the value failed.
                         missing = missing | invalid
-                invalid = pl.Series([False] * len(values))
+                invalid = constant(False, len(values), pl.Boolean)
             if missing.any():
                 reasons = _choose(
                     missing & reasons.is_null(), pl.lit("missing required value"), reasons
@@ -216,6 +216,14 @@ class SchemaValidator:
         return invalid, reasons
 
 
+def constant(value: bool | None, length: int, dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
+    """Return a Series of one value, built by polars: a Python list of a batch's length
+    costs more than the checks themselves, and holds the GIL while it is built.
+    """
+    series: pl.Series = pl.repeat(value, length, dtype=dtype, eager=True)
+    return series
+
+
 def _convert(
     column: pl.Series,
     spec: ColumnSpec,
@@ -229,7 +237,7 @@ def _convert(
     present = column.is_not_null()
     target = POLARS_TYPES[spec.type]
     values = _cast(column, spec, options)
-    no_reason = pl.Series([None] * len(column), dtype=pl.String)
+    no_reason = constant(None, len(column), pl.String)
     reasons = no_reason
     extracted: list[pl.Series] = []
     if spec.type == "json":
@@ -354,8 +362,8 @@ def json_problems(column: pl.Series) -> tuple[pl.Series, pl.Series]:
         present.str.json_decode(pl.Struct({}))
         objects = present.str.strip_chars().str.starts_with("{")
         if bool(objects.all()):
-            false = pl.Series([False] * len(column))
-            return false, pl.Series([None] * len(column), dtype=pl.String)
+            false = constant(False, len(column), pl.Boolean)
+            return false, constant(None, len(column), pl.String)
     except pl.exceptions.PolarsError:
         pass
     messages = [None if value is None else _json_message(value) for value in column.to_list()]
@@ -411,9 +419,9 @@ def _split_rejected(
     problems: list[tuple[str, pl.Series, pl.Series]],
 ) -> Checked:
     any_invalid = _any(problems)
-    column_name = pl.Series([None] * len(original), dtype=pl.String)
-    reason = pl.Series([None] * len(original), dtype=pl.String)
-    value = pl.Series([None] * len(original), dtype=pl.String)
+    column_name = constant(None, len(original), pl.String)
+    reason = constant(None, len(original), pl.String)
+    value = constant(None, len(original), pl.String)
     # The first failing column in schema order names the row's fault.
     for name, mask, reasons in reversed(problems):
         column_name = pl.select(pl.when(mask).then(pl.lit(name)).otherwise(column_name)).to_series()
