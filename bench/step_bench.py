@@ -1,18 +1,21 @@
 """Time prepflow's processing step against pandas and ``cp`` on generated employee files.
 
-For each size and recipe, three commands run ``--runs`` times each, interleaved run by run:
+For each size and recipe, four commands run ``--runs`` times each, interleaved run by run:
 
 - ``cp FILE OUT``: the cost of copying the file, for scale (GNU cp copies inside the kernel
   where it can, so this is cheaper than any program that parses the bytes);
+- ``python -c POLARS_COPY FILE OUT``: polars' streaming engine reads and writes the CSV
+  with no checks, steps or report, on every core: parsing and writing alone, for scale;
 - ``python bench/pandas_recipes.py RECIPE FILE OUT``: the pandas baseline, with ``--report``
   for the default recipe unless ``--legacy-step`` is given, so it does the step's work;
 - ``python -m prepflow.processing --input DIR --output DIR --rejected DIR --report DIR``,
   plus ``--recipe examples/recipes/employees.yaml`` for the employees recipe.
 
-``cp`` does not depend on the recipe, so it runs once per size and its figures appear under
-each recipe. Every run writes into a new, empty folder, deleted after the run. Input files
-come from bench/generate_mock.py and are kept in ``--data-dir`` for later invocations.
-Before the runs the input is read once, so each tool starts with it in the page cache.
+``cp`` and polars-copy do not depend on the recipe, so they run once per size and their
+figures appear under each recipe. Every run writes into a new, empty folder, deleted after
+the run. Input files come from bench/generate_mock.py and are kept in ``--data-dir`` for
+later invocations. Before the runs the input is read once, so each tool starts with it in
+the page cache.
 
 Each run is timed by process_timing.measure: wall time with ``time.perf_counter`` and peak
 RSS from ``/usr/bin/time -v``. CPU time (user plus system) comes from this process's
@@ -39,7 +42,14 @@ from generate_mock import generate, parse_size
 from machine import REPO_ROOT, machine_facts
 from process_timing import BenchError, Measurement, measure
 
-TOOLS = ("cp", "pandas", "prepflow")
+TOOLS = ("cp", "polars-copy", "pandas", "prepflow")
+# Tools whose work does not depend on the recipe: one series per size, shown under each recipe.
+RECIPE_FREE = ("cp", "polars-copy")
+# Parsing and writing alone: every row through polars' streaming engine (all cores), with no
+# checks, steps or report.
+POLARS_COPY = (
+    "import sys, polars as pl; pl.scan_csv(sys.argv[1], infer_schema=False).sink_csv(sys.argv[2])"
+)
 RECIPES = ("default", "employees")
 EMPLOYEES_RECIPE = REPO_ROOT / "examples" / "recipes" / "employees.yaml"
 PANDAS_SCRIPT = Path(__file__).resolve().with_name("pandas_recipes.py")
@@ -184,6 +194,8 @@ def build_command(
     """Return the argv of one run, writing only under ``run_dir``."""
     if tool == "cp":
         return ["cp", str(source.path), str(run_dir / source.path.name)]
+    if tool == "polars-copy":
+        return [args.python, "-c", POLARS_COPY, str(source.path), str(run_dir / source.path.name)]
     if tool == "pandas":
         output = run_dir / "output"
         command = [args.python, str(PANDAS_SCRIPT), recipe, str(source.path), str(output)]
@@ -248,11 +260,12 @@ def run_input(source: InputFile, args: argparse.Namespace) -> list[Series]:
     series: list[Series] = []
     for recipe in args.recipes:
         for tool in args.tools:
-            if tool == "cp" and any(s.tool == "cp" for s in series):
+            if tool in RECIPE_FREE and any(s.tool == tool for s in series):
                 continue
             command = build_command(tool, recipe, source, args.work_dir / "run", args)
-            # cp's one series serves every recipe.
-            series.append(Series(source.label, "any" if tool == "cp" else recipe, tool, command))
+            # cp's and polars-copy's one series serves every recipe.
+            label = "any" if tool in RECIPE_FREE else recipe
+            series.append(Series(source.label, label, tool, command))
 
     read_once(source.path)
     for run in range(1, args.warmup + 1):
@@ -277,10 +290,12 @@ def table_rows(results: list[Series], recipes: Sequence[str]) -> list[list[str]]
     sizes = list(dict.fromkeys(item.size for item in results))
     for size in sizes:
         copy = next((s for s in results if s.size == size and s.tool == "cp"), None)
+        free = [s for s in results if s.size == size and s.tool in RECIPE_FREE]
         for recipe in recipes:
-            group = [s for s in results if s.size == size and s.recipe == recipe and s.tool != "cp"]
+            group = [s for s in results if s.size == size and s.recipe == recipe]
+            group = [s for s in group if s.tool not in RECIPE_FREE]
             pandas = next((s for s in group if s.tool == "pandas"), None)
-            for item in ([copy] if copy else []) + group:
+            for item in free + group:
                 rows.append(_table_row(size, recipe, item, pandas, copy))
     return rows
 
