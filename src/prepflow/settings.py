@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     # ProcessingClusterConfig.VolumeSizeInGB: 1 to 16,384.
     volume_size_gb: int = Field(30, validation_alias="PREPFLOW_VOLUME_SIZE_GB", ge=1, le=16384)
 
+    # AWS deployment: the DynamoDB table of job records (default "<APP_PREFIX>-jobs"), the SNS
+    # topic for terminal job states, and how often a submission turned down for capacity
+    # (ResourceLimitExceeded) or throttling is tried before the job is marked Failed.
+    jobs_table: str | None = Field(None, validation_alias="PREPFLOW_JOBS_TABLE")
+    topic_arn: str | None = Field(None, validation_alias="PREPFLOW_TOPIC_ARN")
+    submit_attempts: int = Field(8, validation_alias="PREPFLOW_SUBMIT_ATTEMPTS", ge=1, le=100)
+
     raw_bucket: str | None = Field(None, validation_alias="PREPFLOW_RAW_BUCKET")
     processed_bucket: str | None = Field(None, validation_alias="PREPFLOW_PROCESSED_BUCKET")
     model_artifacts_bucket: str | None = Field(
@@ -194,6 +201,10 @@ class Settings(BaseSettings):
             logs=self.logs_bucket or f"{prefix}-logs-bucket",
             feature_store=self.feature_store_bucket or f"{prefix}-feature-store-bucket",
         )
+
+    @property
+    def table_name(self) -> str:
+        return self.jobs_table or f"{self.app_prefix}-jobs"
 
     @property
     def role_arn(self) -> str:

@@ -29,6 +29,8 @@ ALLOWED = {
     (IN_PROGRESS, FAILED),
     (IN_PROGRESS, STOPPING),
     (STOPPING, STOPPED),
+    (STOPPING, COMPLETED),
+    (STOPPING, FAILED),
 }
 # A legal way to reach each status from a new record.
 PATH_TO = {
@@ -331,7 +333,7 @@ def test_apply_in_progress_when_running(jobs):
     assert jobs.get(record.job_name).version == record.version
 
 
-def test_apply_stopped_goes_through_stopping(jobs):
+def test_apply_stopped_in_one_write(jobs):
     record = created_in(jobs, IN_PROGRESS)
 
     updated = jobs.apply_description(
@@ -339,8 +341,44 @@ def test_apply_stopped_goes_through_stopping(jobs):
     )
 
     assert updated.status == STOPPED
-    assert updated.version == record.version + 2
+    assert updated.version == record.version + 1
     assert updated.failure_reason == "Stopped: MaxRuntimeInSeconds exceeded"
+
+
+def test_record_description_changed_once(jobs):
+    record = created_in(jobs, IN_PROGRESS)
+    report = describe(record.job_name, COMPLETED)
+
+    first, first_changed = jobs.record_description(report)
+    second, second_changed = jobs.record_description(report)
+
+    assert (first.status, first_changed) == (COMPLETED, True)
+    assert (second.status, second_changed) == (COMPLETED, False)
+    assert second.version == first.version
+
+
+def test_stopping_job_may_complete(jobs):
+    record = created_in(jobs, STOPPING)
+
+    updated, changed = jobs.record_description(describe(record.job_name, COMPLETED))
+
+    assert (updated.status, changed) == (COMPLETED, True)
+
+
+def test_modify_counts_every_step(jobs):
+    record = created_in(jobs, IN_PROGRESS)
+
+    for _ in range(3):
+        jobs.modify(record.job_name, lambda stored: {"submit_attempts": stored.submit_attempts + 1})
+
+    assert jobs.get(record.job_name).submit_attempts == 3
+
+
+def test_modify_refuses_status(jobs):
+    record = created_in(jobs, IN_PROGRESS)
+
+    with pytest.raises(JobStoreError, match="transition"):
+        jobs.modify(record.job_name, lambda stored: {"status": COMPLETED})
 
 
 def test_apply_stopping_then_stopped(jobs):

@@ -61,10 +61,11 @@ class JobStatus(StrEnum):
 
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED})
 
-# The only status changes a job may make; a terminal status never changes again.
+# The only status changes a job may make; a terminal status never changes again. A job asked
+# to stop may still end Completed or Failed: SageMaker reports whichever came first.
 LEGAL_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.IN_PROGRESS: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPING}),
-    JobStatus.STOPPING: frozenset({JobStatus.STOPPED}),
+    JobStatus.STOPPING: frozenset({JobStatus.STOPPED, JobStatus.COMPLETED, JobStatus.FAILED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.STOPPED: frozenset(),

@@ -4,7 +4,7 @@ Rules:
 
 - ``create`` is put-if-absent by idempotency key: one key, one record; the first writer wins.
 - A status changes only along ``LEGAL_TRANSITIONS`` (InProgress -> Completed | Failed |
-  Stopping, Stopping -> Stopped); a terminal status never changes again.
+  Stopping, Stopping -> Stopped | Completed | Failed); a terminal status never changes again.
 - Every write is a compare-and-set on the record's ``version``, so two processes updating the
   same record never lose each other's change. A stale writer re-reads and tries again.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,9 @@ class JobRecord(BaseModel):
     exit_message: str | None = None
     # Why an accepted job has not started yet, for example "waiting for a free slot".
     waiting_reason: str | None = None
+    # Submissions the backend turned down for lack of capacity (ResourceLimitExceeded) or
+    # throttling; the orchestrator gives up after a bound.
+    submit_attempts: int = 0
     rows_in: int | None = None
     rows_out: int | None = None
     rows_rejected: int | None = None
@@ -131,6 +135,21 @@ class JobStore(ABC):
             raise JobStoreError("use transition() to change a job's status")
         return self._write(job_name, lambda record: changes)
 
+    def modify(self, job_name: str, change: Callable[[JobRecord], dict[str, Any]]) -> JobRecord:
+        """Change fields other than ``status`` from the stored record, atomically.
+
+        ``change`` gets the current record and returns the fields to set; it runs again on
+        the fresh record if another writer got there first, so a counter never loses a step.
+        """
+
+        def checked(record: JobRecord) -> dict[str, Any]:
+            changes = change(record)
+            if "status" in changes:
+                raise JobStoreError("use transition() to change a job's status")
+            return changes
+
+        return self._write(job_name, checked)
+
     def transition(self, job_name: str, status: JobStatus, **changes: Any) -> JobRecord:
         """Move the job to ``status``; raise IllegalTransitionError for a change not allowed.
 
@@ -151,25 +170,52 @@ class JobStore(ABC):
         """Record what the backend reports; repeats and out-of-order reports change nothing.
 
         A report of a status the record has already passed is ignored, so a late
-        ``InProgress`` never overwrites ``Completed``. ``InProgress -> Stopped`` goes through
-        ``Stopping``, as the lifecycle requires.
+        ``InProgress`` never overwrites ``Completed``. A ``Stopped`` report for a job still
+        ``InProgress`` is recorded at once: the backend may report no ``Stopping`` between.
         """
+        return self.record_description(description, **changes)[0]
+
+    def record_description(
+        self, description: JobDescription, **changes: Any
+    ) -> tuple[JobRecord, bool]:
+        """Like ``apply_description``; also return whether this call changed the status.
+
+        Of several processes given the same report at once, exactly one sees True, because
+        the status change is a compare-and-set on the record: one notification per change.
+        """
+        target = description.status
+        fields = {**_description_fields(description), **changes}
+        changed = [False]
+
+        def change(record: JobRecord) -> dict[str, Any]:
+            changed[0] = False
+            if record.status.is_terminal or target == JobStatus.IN_PROGRESS:
+                return {}
+            if record.status == target:
+                return {}
+            if target not in LEGAL_TRANSITIONS[record.status] and not (
+                target == JobStatus.STOPPED and record.status == JobStatus.IN_PROGRESS
+            ):
+                raise IllegalTransitionError(
+                    f"job {record.job_name!r} cannot go from {record.status} to {target}"
+                )
+            changed[0] = True
+            return {**fields, "status": target}
+
         record = self.get(description.job_name)
-        if record.status.is_terminal or description.status == JobStatus.IN_PROGRESS:
-            if record.status != description.status:
+        if record.status.is_terminal or target == JobStatus.IN_PROGRESS or record.status == target:
+            if record.status != target:
                 logger.info(
                     "ignored %s report for job %s, which is %s",
-                    description.status,
+                    target,
                     record.job_name,
                     record.status,
                 )
-            return record
-        fields = {**_description_fields(description), **changes}
-        if description.status == JobStatus.STOPPED and record.status == JobStatus.IN_PROGRESS:
-            self.transition(record.job_name, JobStatus.STOPPING)
-        updated = self.transition(record.job_name, description.status, **fields)
-        logger.info("job %s is %s", updated.job_name, updated.status)
-        return updated
+            return record, False
+        updated = self._write(description.job_name, change)
+        if changed[0]:
+            logger.info("job %s is %s", updated.job_name, updated.status)
+        return updated, changed[0]
 
     def _write(self, job_name: str, change: Any) -> JobRecord:
         for _ in range(MAX_WRITE_ATTEMPTS):
