@@ -16,8 +16,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +32,9 @@ from prepflow.local.app import LocalApp, build_local_app
 from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
 from prepflow.processing.paths import ARTIFACTS_FILE, REJECTED_FILE, REPORT_HTML
 from prepflow.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from prepflow.aws.app import AwsApp
 
 logger = logging.getLogger("prepflow.cli")
 
@@ -48,6 +53,22 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="List, inspect and stop processing jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+
+
+class Target(StrEnum):
+    LOCAL = "local"
+    AWS = "aws"
+
+
+TargetOption = Annotated[
+    Target,
+    typer.Option(
+        help="local: this machine's folders and runner; aws: the deployment named by "
+        "APP_PREFIX in the AWS account and region of your credentials"
+    ),
+]
+# Seconds ``run --target aws`` waits for the deployment to start a job after an upload.
+AWS_JOB_START_SECONDS = 120.0
 
 
 @dataclass
@@ -131,6 +152,7 @@ def run(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for the jobs before giving up", min=0)
     ] = None,
+    target: TargetOption = Target.LOCAL,
 ) -> None:
     """Upload files to the raw-data bucket's input prefix and process each one."""
     context: Context = ctx.obj
@@ -143,6 +165,16 @@ def run(
             "--script and --recipe exclude each other: a recipe drives the built-in step",
         )
     uploads = _plan_uploads(paths, settings)
+    if target == Target.AWS:
+        if script is not None or recipe is not None or instance_type or max_runtime:
+            raise Exit(
+                EXIT_USAGE,
+                "with --target aws the deployment's trigger starts the jobs with its own "
+                "settings: drop --script, --recipe, --instance-type and --max-runtime, or "
+                "change the deployment (PREPFLOW_STEP_SCRIPT_URI, PREPFLOW_RECIPE_URI)",
+            )
+        _run_aws(settings, uploads, wait=wait, as_json=as_json, timeout=timeout)
+        return
     local = build_local_app(settings)
     if script is not None:
         local.orchestrator.step = _script_step(local, settings, script)
@@ -203,6 +235,44 @@ def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str
             "rename them or run them one at a time",
         )
     return uploads
+
+
+def _run_aws(
+    settings: Settings,
+    uploads: list[tuple[Path, str]],
+    *,
+    wait: bool,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Upload to the deployed raw bucket, find the job the trigger starts, and follow it."""
+    from prepflow.aws.app import build_aws_app
+
+    aws = build_aws_app(settings)
+    names: list[str] = []
+    problems: list[str] = []
+    for path, key in uploads:
+        started = datetime.now(UTC)
+        try:
+            info = aws.store.upload_file(settings.buckets.raw, key, path)
+        except PrepflowError as error:
+            problems.append(f"failed: {path}: {error}")
+            continue
+        if not as_json:
+            _err(f"uploaded {path} to {info.uri}; waiting for its job")
+        try:
+            names.append(aws.job_for_upload(info, started, timeout=AWS_JOB_START_SECONDS).job_name)
+        except PrepflowError as error:
+            problems.append(f"failed: {path}: {error}")
+    for problem in problems:
+        _err(problem)
+    try:
+        records = aws.wait(names, timeout=timeout) if wait else [aws.view(n) for n in names]
+    except TimeoutError as error:
+        raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
+    _show_jobs(aws, records, as_json=as_json)
+    unfinished = [r for r in records if wait and r.status != JobStatus.COMPLETED]
+    raise Exit(EXIT_FAILED if problems or unfinished else EXIT_OK)
 
 
 def _hidden(path: Path, folder: Path, settings: Settings) -> bool:
@@ -359,18 +429,28 @@ def jobs_list(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs with this status")] = None,
     limit: Annotated[int, typer.Option(help="Newest jobs to show", min=1)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
+    target: TargetOption = Target.LOCAL,
 ) -> None:
     """List jobs, newest first."""
     settings = _setup(ctx.obj)
-    if not _is_home(settings):
+    view: LocalApp | AwsApp
+    if target == Target.AWS:
+        from prepflow.aws.app import build_aws_app
+
+        view = build_aws_app(settings)
+        records = [view.view(r.job_name) for r in view.jobs.list_jobs(status=status, limit=limit)]
+    elif not _is_home(settings):
         _out(
             f"no jobs: no prepflow home at {settings.home.resolve()} (set --home or PREPFLOW_HOME)"
         )
         return
-    local = build_local_app(settings, check_runner=False)
-    records = [local.refresh(r.job_name) for r in local.jobs.list_jobs(status=status, limit=limit)]
+    else:
+        view = build_local_app(settings, check_runner=False)
+        records = [
+            view.refresh(r.job_name) for r in view.jobs.list_jobs(status=status, limit=limit)
+        ]
     if as_json:
-        _out(json.dumps([_job_json(local, r) for r in records], indent=2))
+        _out(json.dumps([_job_json(view, r) for r in records], indent=2))
         return
     if not records:
         _out("no jobs")
@@ -402,13 +482,14 @@ def jobs_describe(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(help="Job name")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON")] = False,
+    target: TargetOption = Target.LOCAL,
 ) -> None:
     """Show one job: status, inputs, outputs, counts, failure reason and request."""
     _check_job_name(job_name)
-    local = _existing_app(ctx.obj)
-    record = local.refresh(job_name)
+    view = _open_view(ctx.obj, target)
+    record = view.view(job_name) if not isinstance(view, LocalApp) else view.refresh(job_name)
     details = {
-        **_job_json(local, record),
+        **_job_json(view, record),
         **record.model_dump(
             mode="json",
             include={
@@ -443,9 +524,15 @@ def jobs_logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")
     ] = False,
+    target: TargetOption = Target.LOCAL,
 ) -> None:
     """Print a job's output (stdout and stderr of its container command)."""
     _check_job_name(job_name)
+    if target == Target.AWS:
+        from prepflow.aws.app import build_aws_app
+
+        _aws_logs(build_aws_app(_setup(ctx.obj)), job_name, follow=follow)
+        return
     local = _existing_app(ctx.obj)
     local.jobs.get(job_name)
     path = local.store.buckets_root / local.settings.buckets.logs / "logs" / job_name / "algo-1.log"
@@ -470,22 +557,83 @@ def jobs_stop(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(help="Job name")],
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped")] = True,
+    target: TargetOption = Target.LOCAL,
 ) -> None:
-    """Stop a running job (its processes get SIGTERM, then SIGKILL)."""
+    """Stop a running job (locally its processes get SIGTERM, then SIGKILL)."""
     _check_job_name(job_name)
-    local = _existing_app(ctx.obj)
-    record = local.refresh(job_name)
+    view = _open_view(ctx.obj, target)
+    record = view.refresh(job_name) if isinstance(view, LocalApp) else view.view(job_name)
     if record.status.is_terminal:
         _out(f"{job_name} already ended: {record.status}")
         return
-    local.runner.stop(job_name)
+    if isinstance(view, LocalApp):
+        view.runner.stop(job_name)
+    else:
+        view.backend.stop(job_name)
     _err(f"stop requested for {job_name}")
     if wait:
-        (record,) = local.wait([job_name])
+        (record,) = view.wait([job_name])
         _out(f"{job_name} {record.status}")
 
 
+def _aws_logs(view: AwsApp, job_name: str, *, follow: bool) -> None:
+    """Print a job's CloudWatch log lines; with ``follow``, poll until the job has ended."""
+    from prepflow.aws.app import POLL_SECONDS
+
+    view.jobs.get(job_name)
+    printed = 0
+    while True:
+        ended = view.view(job_name).status.is_terminal
+        lines = list(view.log_lines(job_name))
+        for line in lines[printed:]:
+            _out(line.rstrip("\n"))
+        printed = len(lines)
+        if not follow or ended:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    target: TargetOption = Target.LOCAL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON")] = False,
+) -> None:
+    """Check that prepflow can run here (or that a deployment can), and how to fix it."""
+    settings = _setup(ctx.obj)
+    if target != Target.AWS:
+        raise Exit(
+            EXIT_USAGE,
+            "only 'prepflow doctor --target aws' exists so far; the local mode checks its "
+            "prerequisites when a job starts",
+        )
+    from prepflow.aws.clients import aws_clients
+    from prepflow.aws.doctor import check_deployment
+
+    checks = check_deployment(settings, aws_clients(settings).client)
+    if as_json:
+        _out(json.dumps([vars(check) for check in checks], indent=2))
+    else:
+        marks = {"ok": "ok  ", "problem": "FAIL", "skipped": "skip"}
+        for check in checks:
+            _out(f"{marks[check.status]}  {check.name}: {check.detail}")
+            if check.fix:
+                _out(f"      fix: {check.fix}")
+    raise Exit(EXIT_FAILED if any(c.status == "problem" for c in checks) else EXIT_OK)
+
+
 # -- shared -------------------------------------------------------------------------------------
+
+
+def _open_view(context: Context, target: Target) -> LocalApp | AwsApp:
+    if target == Target.AWS:
+        from prepflow.aws.app import build_aws_app
+
+        return build_aws_app(_setup(context))
+    return _existing_app(context)
 
 
 def _existing_app(context: Context) -> LocalApp:
@@ -549,16 +697,20 @@ def _finish(
         records = local.wait(names, timeout=timeout) if wait else [local.jobs.get(n) for n in names]
     except TimeoutError as error:
         raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
-    if as_json:
-        _out(json.dumps([_job_json(local, r) for r in records], indent=2))
-    else:
-        for record in records:
-            _print_job(local, record)
+    _show_jobs(local, records, as_json=as_json)
     unfinished = [r for r in records if wait and r.status != JobStatus.COMPLETED]
     raise Exit(EXIT_FAILED if problems or unfinished else EXIT_OK)
 
 
-def _print_job(local: LocalApp, record: JobRecord) -> None:
+def _show_jobs(view: LocalApp | AwsApp, records: list[JobRecord], *, as_json: bool) -> None:
+    if as_json:
+        _out(json.dumps([_job_json(view, r) for r in records], indent=2))
+        return
+    for record in records:
+        _print_job(view, record)
+
+
+def _print_job(local: LocalApp | AwsApp, record: JobRecord) -> None:
     _out(
         f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
         f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}, "
@@ -570,7 +722,8 @@ def _print_job(local: LocalApp, record: JobRecord) -> None:
         outputs = local.output_files(record)
         for uri in outputs:
             _out(f"  output: {uri}")
-            _out(f"          {local.local_path(uri)}")
+            if isinstance(local, LocalApp):
+                _out(f"          {local.local_path(uri)}")
         if not outputs:
             _out("  output: none (the job wrote no files)")
     elif record.status.is_terminal:
@@ -583,14 +736,14 @@ def _print_job(local: LocalApp, record: JobRecord) -> None:
     for output_name, file_name in side_outputs:
         found = _side_output(local, record, output_name, file_name)
         if found is not None:
-            _out(f"  {output_name + ':':<9} {found['path']}")
+            _out(f"  {output_name + ':':<9} {found.get('path', found['uri'])}")
     if record.failure_reason:
         _out("  reason: " + record.failure_reason.replace("\n", "\n          "))
     if record.waiting_reason and not record.status.is_terminal:
         _out(f"  note:   {record.waiting_reason}")
 
 
-def _job_json(local: LocalApp, record: JobRecord) -> dict[str, Any]:
+def _job_json(local: LocalApp | AwsApp, record: JobRecord) -> dict[str, Any]:
     return {
         "job_name": record.job_name,
         "status": record.status.value,
@@ -609,9 +762,11 @@ def _job_json(local: LocalApp, record: JobRecord) -> dict[str, Any]:
 
 
 def _side_output(
-    local: LocalApp, record: JobRecord, output_name: str, file_name: str
+    local: LocalApp | AwsApp, record: JobRecord, output_name: str, file_name: str
 ) -> dict[str, str] | None:
-    """Return the URI and local path of a file in one of the built-in step's side outputs."""
+    """Return the URI (and local path) of a file in one of the built-in step's side outputs."""
+    if not isinstance(local, LocalApp):
+        return local.side_output(record, output_name, file_name) or None
     if record.status != JobStatus.COMPLETED:
         return None
     outputs = record.request.get("ProcessingOutputConfig", {}).get("Outputs", [])

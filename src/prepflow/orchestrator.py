@@ -7,23 +7,31 @@ job store passed in differ.
 
 Delivery is at least once everywhere (S3, EventBridge, SQS and Lambda all retry), so the
 path is idempotent: a repeated event finds its job by idempotency key and starts nothing.
+A job that was never accepted is submitted again on redelivery, unless its record has ended.
+
+A submission turned down for now (no capacity, or throttled) fails the event, so it is
+delivered again. The record counts the attempts and states why the job waits. After
+``settings.submit_attempts`` attempts the job is marked Failed for good, and the event is no
+longer reported for redelivery.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from prepflow import naming
 from prepflow.errors import (
+    CapacityError,
     JobExistsError,
     JobSpecError,
     PrepflowError,
     RecursiveOutputError,
     StorageError,
+    ThrottledError,
 )
 from prepflow.events import (
     MalformedRecord,
@@ -69,6 +77,9 @@ class Outcome:
     job_name: str | None = None
     reason: str | None = None
     message_id: str | None = None
+    # False for a failure already recorded in the job's record for good, which a new
+    # delivery of the event cannot change.
+    retry: bool = True
 
 
 @dataclass
@@ -80,9 +91,14 @@ class TriggerResult:
         return [o for o in self.outcomes if o.kind == OutcomeKind.FAILED]
 
     @property
+    def retryable_failures(self) -> list[Outcome]:
+        """Failures that a new delivery of the event may resolve."""
+        return [o for o in self.failures if o.retry]
+
+    @property
     def failed_message_ids(self) -> list[str]:
         """SQS message ids to report as batch item failures, each once, in order."""
-        ids = [o.message_id for o in self.failures if o.message_id is not None]
+        ids = [o.message_id for o in self.retryable_failures if o.message_id is not None]
         return list(dict.fromkeys(ids))
 
     @property
@@ -206,7 +222,7 @@ class Orchestrator:
         except PrepflowError as error:
             logger.error("failed to start a job for %s: %s", subject, error)
             return Outcome(OutcomeKind.FAILED, subject, reason=str(error), message_id=message_id)
-        return Outcome(outcome.kind, outcome.subject, outcome.job_name, outcome.reason, message_id)
+        return replace(outcome, message_id=message_id)
 
     def _dispatch(self, notification: Notification, subject: str) -> Outcome:
         if isinstance(notification, ObjectCreated):
@@ -305,11 +321,7 @@ class Orchestrator:
             )
 
     def _find_submitted(self, idempotency_key: str, subject: str) -> Outcome | None:
-        existing = self.jobs.find_by_key(idempotency_key)
-        if existing is None or existing.submitted_at is None:
-            return None
-        logger.info("duplicate event for %s: job %s exists", subject, existing.job_name)
-        return Outcome(OutcomeKind.DUPLICATE, subject, existing.job_name, "job already started")
+        return _duplicate_outcome(self.jobs.find_by_key(idempotency_key), subject)
 
     def _start(
         self,
@@ -335,8 +347,9 @@ class Orchestrator:
                 request=spec.to_request(),
             )
         )
-        if not created and record.submitted_at is not None:
-            return Outcome(OutcomeKind.DUPLICATE, subject, name, "job already started")
+        duplicate = None if created else _duplicate_outcome(record, subject)
+        if duplicate is not None:
+            return duplicate
         return self._submit(record, spec, subject)
 
     def _submit(self, record: JobRecord, spec: Any, subject: str) -> Outcome:
@@ -351,10 +364,61 @@ class Orchestrator:
         except JobSpecError as error:
             reason = f"ValidationException: {error}"
             self.jobs.transition(name, JobStatus.FAILED, failure_reason=reason, ended_at=utcnow())
-            raise
-        self.jobs.update(name, submitted_at=utcnow())
+            logger.error("failed to start a job for %s: %s", subject, error)
+            return Outcome(OutcomeKind.FAILED, subject, name, reason=str(error), retry=False)
+        except (CapacityError, ThrottledError) as error:
+            return self._defer(name, error, subject)
+
+        changes: dict[str, Any] = {"submitted_at": utcnow()}
+        if record.submit_attempts:
+            changes["waiting_reason"] = None
+        self.jobs.update(name, **changes)
         logger.info("started job %s for %s", name, subject)
         return Outcome(OutcomeKind.STARTED, subject, name)
+
+    def _defer(self, name: str, error: CapacityError | ThrottledError, subject: str) -> Outcome:
+        """Count a submission turned down for now, and mark the job Failed at the bound."""
+        if isinstance(error, CapacityError):
+            waiting = f"waiting for capacity: {error}"
+        else:
+            waiting = f"throttled by SageMaker: {error}"
+
+        def count(stored: JobRecord) -> dict[str, Any]:
+            if stored.submitted_at is not None or stored.status.is_terminal:
+                return {}
+            return {"submit_attempts": stored.submit_attempts + 1, "waiting_reason": waiting}
+
+        record = self.jobs.modify(name, count)
+        duplicate = _duplicate_outcome(record, subject)
+        if duplicate is not None:
+            # Another delivery of the same event started or ended the job meanwhile.
+            return duplicate
+
+        bound = self.settings.submit_attempts
+        if record.submit_attempts < bound:
+            logger.warning(
+                "job %s for %s not submitted (attempt %d of %d), so the event is left for "
+                "redelivery: %s",
+                name,
+                subject,
+                record.submit_attempts,
+                bound,
+                error,
+            )
+            return Outcome(OutcomeKind.FAILED, subject, reason=waiting)
+
+        failure = (
+            f"{error}. Not started after {record.submit_attempts} attempts "
+            f"(PREPFLOW_SUBMIT_ATTEMPTS={bound}). Upload the object again or send a manual "
+            "request to start a new job"
+        )
+        # NOTE: if another delivery submits the job between the count above and this
+        # transition, the job runs under a Failed record.
+        self.jobs.transition(
+            name, JobStatus.FAILED, failure_reason=failure, waiting_reason=None, ended_at=utcnow()
+        )
+        logger.error("job %s for %s failed: %s", name, subject, failure)
+        return Outcome(OutcomeKind.FAILED, subject, name, reason=failure, retry=False)
 
     def _write_manifest(self, name: str, prefix_uri: str, objects: list[ObjectInfo]) -> str:
         bucket = self.settings.buckets.model_artifacts
@@ -366,6 +430,29 @@ class Orchestrator:
 
     def _default_output(self, name: str) -> str:
         return s3_uri(self.settings.buckets.processed, f"{self.settings.output_prefix}{name}/")
+
+
+def _duplicate_outcome(record: JobRecord | None, subject: str) -> Outcome | None:
+    """Return the DUPLICATE outcome for a job already submitted or ended, else None.
+
+    A job whose record ended without a submission (rejected, or out of attempts) is never
+    submitted again.
+    """
+    if record is None:
+        return None
+    if record.submitted_at is not None:
+        logger.info("duplicate event for %s: job %s exists", subject, record.job_name)
+        return Outcome(OutcomeKind.DUPLICATE, subject, record.job_name, "job already started")
+    if record.status.is_terminal:
+        logger.info(
+            "duplicate event for %s: job %s is %s and is not submitted again",
+            subject,
+            record.job_name,
+            record.status,
+        )
+        reason = f"job already {record.status}: {record.failure_reason}"
+        return Outcome(OutcomeKind.DUPLICATE, subject, record.job_name, reason)
+    return None
 
 
 def _plain_etag(etag: str) -> str:

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from prepflow.errors import ConfigurationError, StorageError
 from prepflow.jobs.spec import MAX_INSTANCE_COUNT, MAX_RUNTIME_LIMIT_SECONDS, ROLE_ARN_PATTERN
 from prepflow.processing.paths import DATA_SUFFIXES
-from prepflow.storage.base import check_bucket_name, check_key
+from prepflow.storage.base import check_bucket_name, check_key, parse_s3_uri
 
 # The local runner never calls AWS, but CreateProcessingJob requires a role ARN; this
 # placeholder keeps local job specs identical in shape to the ones sent to SageMaker.
@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     topic_arn: str | None = Field(None, validation_alias="PREPFLOW_TOPIC_ARN")
     submit_attempts: int = Field(8, validation_alias="PREPFLOW_SUBMIT_ATTEMPTS", ge=1, le=100)
 
+    # The step a deployment's trigger starts: a script (s3:// URI of a .py file) run under the
+    # container contract, as the reference does on the prebuilt scikit-learn image; otherwise
+    # the built-in step, which needs prepflow's image (PROCESSING_IMAGE_URI), driven by the
+    # recipe at PREPFLOW_RECIPE_URI when one is set.
+    # The deployment's trigger Lambda, which `prepflow doctor --target aws` inspects.
+    trigger_function_name: str | None = Field(None, validation_alias="PREPFLOW_TRIGGER_FUNCTION")
+    step_script_uri: str | None = Field(None, validation_alias="PREPFLOW_STEP_SCRIPT_URI")
+    recipe_uri: str | None = Field(None, validation_alias="PREPFLOW_RECIPE_URI")
+
     raw_bucket: str | None = Field(None, validation_alias="PREPFLOW_RAW_BUCKET")
     processed_bucket: str | None = Field(None, validation_alias="PREPFLOW_PROCESSED_BUCKET")
     model_artifacts_bucket: str | None = Field(
@@ -147,6 +156,19 @@ class Settings(BaseSettings):
                 check_bucket_name(value)
             except StorageError as error:
                 raise ValueError(str(error)) from error
+        return value
+
+    @field_validator("step_script_uri", "recipe_uri")
+    @classmethod
+    def _object_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                key = parse_s3_uri(value)[1]
+                check_key(key)
+            except StorageError as error:
+                raise ValueError(f"expected the s3:// URI of one object: {error}") from error
+            if key.endswith("/"):
+                raise ValueError("expected the s3:// URI of one object, not of a folder")
         return value
 
     @field_validator("sagemaker_role_arn")
@@ -201,6 +223,10 @@ class Settings(BaseSettings):
             logs=self.logs_bucket or f"{prefix}-logs-bucket",
             feature_store=self.feature_store_bucket or f"{prefix}-feature-store-bucket",
         )
+
+    @property
+    def trigger_function(self) -> str:
+        return self.trigger_function_name or f"{self.app_prefix}-trigger"
 
     @property
     def table_name(self) -> str:

@@ -10,13 +10,16 @@ from botocore.config import Config
 
 from prepflow.settings import Settings
 
-# botocore's standard retry mode retries throttling and transient errors with backoff; the
-# SageMaker adapter adds its own bounded retry on top, for CreateProcessingJob only.
+# botocore's standard retry mode retries throttling and transient errors with backoff.
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3},
+    retries={"mode": "standard", "total_max_attempts": 3},
     user_agent_extra="prepflow",
     s3={"addressing_style": "path"},
 )
+# The SageMaker adapter retries throttling itself, with a bound and a clear error at the end,
+# so its client makes one attempt per call: the two layers would multiply.
+SINGLE_ATTEMPT = CLIENT_CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+OWN_RETRIES = frozenset({"sagemaker"})
 
 
 @dataclass
@@ -29,8 +32,9 @@ class AwsClients:
 
     def client(self, service: str) -> Any:
         if service not in self._made:
+            config = SINGLE_ATTEMPT if service in OWN_RETRIES else CLIENT_CONFIG
             self._made[service] = self.session.client(
-                service, endpoint_url=self.endpoint_url, config=CLIENT_CONFIG
+                service, endpoint_url=self.endpoint_url, config=config
             )
         return self._made[service]
 

@@ -26,7 +26,6 @@ from prepflow.jobs.spec import (
     StoppingCondition,
 )
 from prepflow.processing.paths import ARTIFACTS_FILE
-from prepflow.processing.recipe import load_recipe
 from prepflow.settings import Settings
 from prepflow.storage.base import ObjectStore, parse_s3_uri, s3_uri
 
@@ -109,6 +108,9 @@ def upload_recipe(store: ObjectStore, settings: Settings, path: Path) -> StepTem
     Raises RecipeError before anything is uploaded when the recipe is invalid, and
     ConfigurationError when the artifacts it applies do not exist.
     """
+    # Imported here: the recipe model needs PyYAML, which the Lambda handlers never load.
+    from prepflow.processing.recipe import load_recipe
+
     recipe = load_recipe(path)
     content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()[:16]
@@ -139,6 +141,26 @@ def upload_recipe(store: ObjectStore, settings: Settings, path: Path) -> StepTem
             )
         )
     return StepTemplate.built_in(extra_inputs=tuple(inputs))
+
+
+def deployed_step(settings: Settings) -> StepTemplate:
+    """Return the step a deployment's trigger starts, from its settings.
+
+    ``PREPFLOW_STEP_SCRIPT_URI`` runs that script from its folder, as the reference does;
+    otherwise the built-in step runs, with the recipe at ``PREPFLOW_RECIPE_URI`` if set. The
+    recipe input's prefix is the object's own key, so only that file is staged.
+    """
+    if settings.step_script_uri:
+        bucket, key = parse_s3_uri(settings.step_script_uri)
+        folder, _, file_name = key.rpartition("/")
+        return StepTemplate.for_script(s3_uri(bucket, f"{folder}/" if folder else ""), file_name)
+    if settings.recipe_uri:
+        recipe = ProcessingInput(
+            input_name=RECIPE_INPUT_NAME,
+            s3_input=S3Input(s3_uri=settings.recipe_uri, local_path=RECIPE_LOCAL_PATH),
+        )
+        return StepTemplate.built_in(extra_inputs=(recipe,))
+    return StepTemplate.built_in()
 
 
 def artifacts_uri(settings: Settings, reference: str) -> str:

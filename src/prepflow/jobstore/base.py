@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 # A compare-and-set loses only to another writer of the same record; a handful of retries is
 # plenty unless something rewrites the record in a loop.
 MAX_WRITE_ATTEMPTS = 20
+WRITE_BACKOFF_SECONDS = 0.005
 
 
 def utcnow() -> datetime:
@@ -65,6 +68,9 @@ class JobRecord(BaseModel):
     rows_out: int | None = None
     rows_rejected: int | None = None
     log_tail: str | None = None
+    # When the job's end was announced (SNS on AWS); None until then, so a retried event
+    # sends what a failed publish did not.
+    notified_at: datetime | None = None
     request: dict[str, Any] = Field(default_factory=dict)
     version: int = 0
 
@@ -218,11 +224,17 @@ class JobStore(ABC):
         return updated, changed[0]
 
     def _write(self, job_name: str, change: Any) -> JobRecord:
-        for _ in range(MAX_WRITE_ATTEMPTS):
+        for attempt in range(MAX_WRITE_ATTEMPTS):
             record = self.get(job_name)
-            updated = record.model_copy(update={**change(record), "version": record.version + 1})
+            changes = change(record)
+            if not changes:
+                return record  # nothing to change: no write, no new version
+            updated = record.model_copy(update={**changes, "version": record.version + 1})
             if self._replace_if_version(updated, record.version):
                 return updated
+            # Writers that lost the same race would collide again at once; a random pause,
+            # growing with each loss, spreads them out.
+            time.sleep(random.uniform(0, WRITE_BACKOFF_SECONDS * (attempt + 1)))
         raise JobStoreError(
             f"job {job_name!r} changed {MAX_WRITE_ATTEMPTS} times while being updated; "
             "another process rewrites it in a loop"
