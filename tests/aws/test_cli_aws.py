@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,3 +213,34 @@ def test_describe_unknown_job_target_aws(deployment: Deployment, tmp_path: Path)
 
     assert done.returncode == 1
     assert "not found" in done.stderr
+
+
+def test_jobs_logs_and_stop_target_aws(deployment: Deployment, tmp_path: Path) -> None:
+    data = tmp_path / "logs.csv"
+    data.write_text("id\n1\n")
+    started = prepflow(deployment, "run", "--target", "aws", "--json", str(data), home=tmp_path)
+    assert started.returncode == 0, started.stderr
+    (job,) = json.loads(started.stdout)
+    name = job["job_name"]
+    logs = deployment.client("logs")
+    group = "/aws/sagemaker/ProcessingJobs"
+    if group not in [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]:
+        logs.create_log_group(logGroupName=group)
+    now_ms = int(time.time() * 1000)
+    for host, lines in (("algo-1", ["reading input", "done"]), ("algo-2", ["idle host"])):
+        stream = f"{name}/{host}-1733389200"
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": now_ms + i, "message": line} for i, line in enumerate(lines)],
+        )
+
+    printed = prepflow(deployment, "jobs", "logs", name, "--target", "aws", home=tmp_path)
+    stopped = prepflow(deployment, "jobs", "stop", name, "--target", "aws", home=tmp_path)
+
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines() == ["reading input", "done", "idle host"]
+    # moto completes every job at once, so there is nothing left to stop.
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"{name} already ended: Completed"

@@ -30,8 +30,11 @@
 It ignores jobs whose name does not start with ``PREPFLOW_JOB_NAME_PREFIX`` and a hyphen,
 and jobs missing from the job store. Events repeat and arrive out of order. The job store's
 compare-and-set decides which event changes the record, so a terminal status is never
-overwritten, and only the event that moves a job to a terminal status publishes the SNS
-message. A job that failed or stopped gets the tail of its CloudWatch log in its record.
+overwritten. The SNS message of a job's end is sent once: the delivery that claims the
+record's ``notified_at`` publishes, and a failed publish releases the claim, so EventBridge's
+retry sends it. Jobs the orchestrator fails before SageMaker runs them (a rejected request,
+no capacity after ``PREPFLOW_SUBMIT_ATTEMPTS``) are announced by the trigger function the
+same way. A job that failed or stopped gets the tail of its CloudWatch log in its record.
 
 Logs are JSON lines through Powertools' Logger, whose logger is the package's own
 (``prepflow``), so every ``prepflow.*`` module logs through it with the same correlation keys
