@@ -951,7 +951,9 @@ def test_build_runtime_on_moto_starts_one_job(tmp_path: Path, moto_in_process: N
     from prepflow.aws.clients import aws_clients
     from prepflow.aws.dynamodb import table_definition
 
-    settings = make_settings(tmp_path)
+    # The reference's set-up: the prebuilt scikit-learn image runs a script from S3.
+    script_uri = f"s3://{ARTIFACTS}/scripts/preprocessing_script.py"
+    settings = make_settings(tmp_path, step_script_uri=script_uri)
     runtime = build_runtime(settings, aws_clients(settings))
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in (RAW, PROCESSED, ARTIFACTS, LOGS_BUCKET):
@@ -991,6 +993,22 @@ def test_build_runtime_on_moto_starts_one_job(tmp_path: Path, moto_in_process: N
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert manifest == [{"prefix": f"s3://{RAW}/input/"}, "a b.csv"]
     assert runtime.jobs.get(name).submitted_at is not None
+    code = described["ProcessingInputs"][1]["S3Input"]["S3Uri"]
+    assert code == f"s3://{ARTIFACTS}/scripts/"
+    assert described["AppSpecification"]["ContainerEntrypoint"] == [
+        "python3",
+        "/opt/ml/processing/input/code/preprocessing_script.py",
+    ]
+
+
+def test_build_runtime_requires_image_or_script(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+
+    with pytest.raises(ConfigurationError) as raised:
+        build_runtime(settings)
+
+    assert "PROCESSING_IMAGE_URI" in str(raised.value)
+    assert "PREPFLOW_STEP_SCRIPT_URI" in str(raised.value)
 
 
 # -- CloudWatch Logs tail ----------------------------------------------------------------------

@@ -172,6 +172,13 @@ def build_runtime(settings: Settings | None = None, clients: AwsClients | None =
             "SAGEMAKER_ROLE_ARN is not set; set it to the IAM role that SageMaker assumes "
             "for processing jobs"
         )
+    if settings.processing_image_uri is None and settings.step_script_uri is None:
+        raise ConfigurationError(
+            "neither PROCESSING_IMAGE_URI nor PREPFLOW_STEP_SCRIPT_URI is set: the built-in "
+            "step needs prepflow's image, and the prebuilt scikit-learn image runs only a "
+            "script; set PROCESSING_IMAGE_URI to the deployment's ECR image, or "
+            "PREPFLOW_STEP_SCRIPT_URI to a script in the model-artifacts bucket"
+        )
     # build_spec reads settings.image_uri, which is the local image unless this is set.
     settings = settings.model_copy(update={"processing_image_uri": image_uri(settings)})
     clients = clients or aws_clients(settings)
