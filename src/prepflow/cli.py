@@ -249,7 +249,7 @@ def _run_aws(
     from prepflow.aws.app import build_aws_app
 
     aws = build_aws_app(settings)
-    names: list[str] = []
+    uploaded = []
     problems: list[str] = []
     for path, key in uploads:
         started = datetime.now(UTC)
@@ -258,16 +258,28 @@ def _run_aws(
         except PrepflowError as error:
             problems.append(f"failed: {path}: {error}")
             continue
+        uploaded.append((path, info, started))
         if not as_json:
-            _err(f"uploaded {path} to {info.uri}; waiting for its job")
+            _err(f"uploaded {path} to {info.uri}")
+    # One deadline for every file, since the deployment starts their jobs in parallel; and
+    # --timeout bounds the whole wait, the start of the jobs included.
+    began = time.monotonic()
+    start_wait = AWS_JOB_START_SECONDS if timeout is None else min(AWS_JOB_START_SECONDS, timeout)
+    deadline = began + start_wait
+    names: list[str] = []
+    for path, info, started in uploaded:
+        remaining = max(deadline - time.monotonic(), 0.0)
         try:
-            names.append(aws.job_for_upload(info, started, timeout=AWS_JOB_START_SECONDS).job_name)
+            names.append(aws.job_for_upload(info, started, timeout=remaining).job_name)
         except PrepflowError as error:
             problems.append(f"failed: {path}: {error}")
     for problem in problems:
         _err(problem)
+    remaining_timeout = None if timeout is None else max(began + timeout - time.monotonic(), 0.0)
     try:
-        records = aws.wait(names, timeout=timeout) if wait else [aws.view(n) for n in names]
+        records = (
+            aws.wait(names, timeout=remaining_timeout) if wait else [aws.view(n) for n in names]
+        )
     except TimeoutError as error:
         raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
     _show_jobs(aws, records, as_json=as_json)

@@ -131,13 +131,35 @@ def test_job_for_versioned_upload_by_name(app, tmp_path):
 def test_job_for_unversioned_upload_by_input(app):
     bucket = app.settings.buckets.raw
     info = app.store.put_object(bucket, "input/orders.csv", b"a\n1\n")
-    recorded(app, "prepflow-orders-old", inputs=[info.uri], created_at=NOW - timedelta(hours=2))
-    recorded(app, "prepflow-other-new", inputs=[f"s3://{bucket}/input/other.csv"])
-    recorded(app, "prepflow-orders-new", inputs=[info.uri])
+    etags = {info.uri: info.etag}
+    old = NOW - timedelta(hours=2)
+    recorded(app, "prepflow-orders-old", inputs=[info.uri], input_etags=etags, created_at=old)
+    other = f"s3://{bucket}/input/other.csv"
+    recorded(app, "prepflow-other-new", inputs=[other], input_etags={other: info.etag})
+    recorded(app, "prepflow-orders-new", inputs=[info.uri], input_etags=etags)
 
     found = app.job_for_upload(info, NOW, timeout=0, poll=0)
 
     assert found.job_name == "prepflow-orders-new"
+
+
+def test_earlier_job_of_same_key_not_taken(app):
+    # A job of the same key a minute before the upload, or of other content, is not this
+    # upload's job, even when the bucket has no versions to tell them apart.
+    bucket = app.settings.buckets.raw
+    info = app.store.put_object(bucket, "input/orders.csv", b"new content\n")
+    earlier = NOW - timedelta(minutes=1)
+    recorded(
+        app,
+        "prepflow-orders-earlier",
+        inputs=[info.uri],
+        input_etags={info.uri: info.etag},
+        created_at=earlier,
+    )
+    recorded(app, "prepflow-orders-other", inputs=[info.uri], input_etags={info.uri: '"0" '})
+
+    with pytest.raises(PrepflowError, match="no job started"):
+        app.job_for_upload(info, NOW, timeout=0, poll=0)
 
 
 def test_no_job_for_upload_names_doctor(app):

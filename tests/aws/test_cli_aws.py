@@ -244,3 +244,25 @@ def test_jobs_logs_and_stop_target_aws(deployment: Deployment, tmp_path: Path) -
     # moto completes every job at once, so there is nothing left to stop.
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.strip() == f"{name} already ended: Completed"
+
+
+def test_run_target_aws_without_trigger_stops_at_timeout(
+    moto_server: str, server_client, tmp_path: Path
+) -> None:
+    # Buckets and table, but nothing starts jobs: --timeout bounds the wait for the job.
+    settings = load_settings(
+        app_prefix=f"bare-{uuid.uuid4().hex[:8]}", region=REGION, sagemaker_role_arn=ROLE_ARN
+    )
+    s3 = server_client("s3")
+    for bucket in vars(settings.buckets).values():
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    server_client("dynamodb").create_table(**table_definition(settings.table_name))
+    bare = Deployment(settings, deployment_environment(settings, moto_server), server_client, [])
+    data = tmp_path / "lonely.csv"
+    data.write_text("id\n1\n")
+
+    done = prepflow(bare, "run", "--target", "aws", "--timeout", "1", str(data), home=tmp_path)
+
+    assert done.returncode == 1
+    assert "no job started for" in done.stderr
+    assert "doctor --target aws" in done.stderr

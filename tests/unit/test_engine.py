@@ -292,3 +292,25 @@ def test_literal_null_is_not_an_object(tmp_path):
     assert (result.rows_out, result.rows_rejected) == (1, 1)
     rejected = pl.read_csv(tmp_path / "rejected-null" / "rejected.csv", infer_schema=False)
     assert rejected["reason"].to_list() == ["invalid JSON: a JSON null, not an object"]
+
+
+def test_misspelled_schema_column_fails(tmp_path):
+    data = write_csv(tmp_path / "in", [{"id": "1", "age": "abc"}])
+    recipe = "schema: {columns: {id: {type: int}, agee: {type: int, max: 130}}}\n"
+
+    with pytest.raises(ProcessingError) as raised:
+        run_engine(tmp_path, recipe, data, "typo")
+
+    assert "no column 'agee', did you mean 'age'?" in str(raised.value)
+
+
+def test_absent_schema_column_added_missing(tmp_path):
+    data = write_csv(tmp_path / "in", [{"id": "1", "name": "Ada"}])
+    recipe = "schema: {columns: {id: {type: int}, salary: {type: float}}}\n"
+
+    result = run_engine(tmp_path, recipe, data, "absent")
+
+    out = pl.read_csv(tmp_path / "out-absent" / "data.csv", infer_schema=False)
+    assert out.columns == ["id", "name", "salary"]
+    assert out["salary"].to_list() == [None]
+    assert result.rows_out == 1

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 5.0
 # Newest records read when looking for the job of an upload without a version id.
 RECENT_RECORDS = 200
+# How far this machine's clock may be ahead of AWS's when matching a job to an upload.
+CLOCK_SKEW = timedelta(seconds=30)
 
 
 @dataclass
@@ -100,7 +102,7 @@ class AwsApp:
             record = (
                 self.jobs.find(expected)
                 if expected
-                else self._recent_job_reading(info.uri, uploaded_at)
+                else self._recent_job_reading(info, uploaded_at)
             )
             if record is not None:
                 return record
@@ -111,13 +113,17 @@ class AwsApp:
                 )
             time.sleep(poll)
 
-    def _recent_job_reading(self, uri: str, since: datetime) -> JobRecord | None:
-        # Clocks of this machine and of AWS may differ by a little.
-        earliest = since - timedelta(minutes=5)
+    def _recent_job_reading(self, info: ObjectInfo, since: datetime) -> JobRecord | None:
+        """Return the newest job created after the upload that read this object's content.
+
+        Without a version id an upload has no exact job name: the job must read the same
+        URI with the same ETag, and be created after the upload (less CLOCK_SKEW).
+        """
+        earliest = since - CLOCK_SKEW
         for record in self.jobs.list_jobs(limit=RECENT_RECORDS):
             if record.created_at < earliest:
                 return None
-            if uri in record.inputs:
+            if _plain_etag(record.input_etags.get(info.uri)) == _plain_etag(info.etag):
                 return record
         return None
 
@@ -179,6 +185,10 @@ class AwsApp:
         for page in paginator.paginate(logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/"):
             streams += [stream["logStreamName"] for stream in page.get("logStreams", [])]
         return sorted(streams)
+
+
+def _plain_etag(etag: str | None) -> str | None:
+    return None if etag is None else etag.strip('"').lower()
 
 
 def _output_file_uri(record: JobRecord, output_name: str, file_name: str) -> str | None:

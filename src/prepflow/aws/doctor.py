@@ -18,6 +18,8 @@ from prepflow.jobs.spec import ROLE_ARN_PATTERN
 from prepflow.settings import Settings
 from prepflow.storage.base import parse_s3_uri
 
+# How to deploy until the command line wraps it: the CDK app in infra/, with its pinned CLI.
+DEPLOY_HINT = "cd infra && npx cdk deploy -c environment=dev"
 # The Lambda variables the reference deployment names, and prepflow's own that the trigger
 # function needs to find its table.
 REQUIRED_VARIABLES = (
@@ -94,8 +96,8 @@ class _Doctor:
             self.problem(
                 "buckets",
                 f"missing or not readable: {', '.join(missing)}",
-                "deploy the stack (prepflow deploy), or set APP_PREFIX or the PREPFLOW_*_BUCKET "
-                "variables to the deployment's names",
+                f"deploy the stack ({DEPLOY_HINT}), or set APP_PREFIX or the "
+                "PREPFLOW_*_BUCKET variables to the deployment's names",
             )
         else:
             self.ok("buckets", "all five buckets exist")
@@ -112,7 +114,7 @@ class _Doctor:
                 "trigger",
                 f"bucket {raw} does not send its events to EventBridge",
                 "turn on 'Send notifications to Amazon EventBridge' for the raw bucket "
-                "(the stack does this; redeploy it)",
+                f"(the stack does this: {DEPLOY_HINT})",
             )
             return
         rules = self._rules_for_bucket(raw)
@@ -120,7 +122,8 @@ class _Doctor:
             self.problem(
                 "trigger",
                 f"no EventBridge rule with a target matches 'Object Created' in {raw}",
-                "redeploy the stack, which adds the rule that feeds the trigger queue",
+                "deploy the stack, which adds the rule that feeds the trigger queue "
+                f"({DEPLOY_HINT})",
             )
             return
         self.ok("trigger", f"{raw} -> EventBridge rule(s) {', '.join(rules)}")
@@ -146,7 +149,8 @@ class _Doctor:
             self.problem(
                 "job table",
                 f"table {table}: {_code(error)}",
-                "deploy the stack, or set PREPFLOW_JOBS_TABLE to the deployment's table",
+                f"deploy the stack ({DEPLOY_HINT}), or set PREPFLOW_JOBS_TABLE to the "
+                "deployment's table",
             )
             return
         if status != "ACTIVE":
@@ -162,7 +166,8 @@ class _Doctor:
             self.problem(
                 "function",
                 f"trigger function {name}: {_code(error)}",
-                "deploy the stack, or set PREPFLOW_TRIGGER_FUNCTION to the function's name",
+                f"deploy the stack ({DEPLOY_HINT}), or set PREPFLOW_TRIGGER_FUNCTION to the "
+                "function's name",
             )
             return
         variables = configuration.get("Environment", {}).get("Variables", {})
@@ -172,7 +177,7 @@ class _Doctor:
             self.problem(
                 "function",
                 f"{name} lacks the variables {', '.join(missing)}",
-                "set them on the function (the stack sets them; redeploy it)",
+                f"set them on the function (the stack sets them: {DEPLOY_HINT})",
             )
         else:
             self.ok("function", f"{name}: configuration complete")

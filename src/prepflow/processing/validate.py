@@ -8,7 +8,9 @@ column has the same type whatever the file size or batch boundaries.
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import re
 import threading
 from collections import Counter
@@ -26,6 +28,8 @@ from prepflow.processing.jsonfields import (
 from prepflow.processing.readers import RECORD, json_type
 from prepflow.processing.recipe import ColumnSpec, InputOptions, Recipe
 from prepflow.processing.seen import SeenValues
+
+logger = logging.getLogger(__name__)
 
 TRUE_WORDS = ("true", "t", "yes", "y", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "0")
@@ -100,6 +104,29 @@ class SchemaValidator:
                 f"schema marks required; its columns are {', '.join(map(repr, data_columns))}"
             )
         unknown = [name for name in data_columns if name not in self.specs]
+        absent = [name for name in self.specs if name not in data_columns]
+        misspelled = {
+            name: close[0]
+            for name in absent
+            if (close := difflib.get_close_matches(name, unknown, n=1, cutoff=0.8))
+        }
+        if misspelled:
+            # A schema name one typo away from a column of the file would leave that column
+            # unchecked and add an empty one: almost surely a misspelling in the recipe.
+            names = "; ".join(
+                f"no column {name!r}, did you mean {column!r}?"
+                for name, column in misspelled.items()
+            )
+            raise ProcessingError(
+                f"{source_name!r} has {names} The schema names it; fix the column name in the "
+                "recipe's schema"
+            )
+        if absent:
+            logger.warning(
+                "%s has no column %s that the schema names; they are added as missing values",
+                source_name,
+                ", ".join(map(repr, absent)),
+            )
         if unknown and self.specs and self.recipe.columns_schema.unknown_columns == "fail":
             raise ProcessingError(
                 f"{source_name!r} has columns the schema does not name: "
