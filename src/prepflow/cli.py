@@ -102,8 +102,8 @@ def main_options(
     log_level: Annotated[
         str | None,
         typer.Option(
-            help="DEBUG, INFO, WARNING or ERROR [env: LOG_LEVEL]. Default: WARNING, and INFO "
-            "for watch"
+            help="DEBUG, INFO, WARNING, ERROR or CRITICAL [env: LOG_LEVEL]. Default: WARNING, "
+            "and INFO for watch"
         ),
     ] = None,
 ) -> None:
@@ -116,7 +116,7 @@ def main_options(
 RecipeOption = Annotated[
     Path | None,
     typer.Option(
-        help="Recipe YAML for the built-in step; it is validated before anything is uploaded",
+        help="Recipe YAML for the built-in step; it is validated before any job starts",
         exists=True,
         dir_okay=False,
     ),
@@ -249,6 +249,9 @@ def _run_aws(
     from prepflow.aws.app import build_aws_app
 
     aws = build_aws_app(settings)
+    # Fail before the upload when the job table is missing: on a deployment the upload alone
+    # starts a job, which this command could then not follow.
+    aws.jobs.list_jobs(limit=1)
     uploaded = []
     problems: list[str] = []
     for path, key in uploads:
@@ -343,8 +346,11 @@ def invoke(
     local = build_local_app(settings)
     if recipe is not None:
         local.orchestrator.step = upload_recipe(local.store, settings, recipe)
+    events = _events_of(payload)
+    if not events:
+        _err("no events in the input: nothing to do")
     outcomes = []
-    for one_event in _events_of(payload):
+    for one_event in events:
         outcomes += local.orchestrator.handle(one_event).outcomes
     _finish(local, outcomes, wait=wait, as_json=as_json, timeout=timeout)
 
@@ -593,6 +599,8 @@ def _aws_logs(view: AwsApp, job_name: str, *, follow: bool) -> None:
     from prepflow.aws.app import POLL_SECONDS
 
     view.jobs.get(job_name)
+    from prepflow.aws.logs import LOG_GROUP
+
     printed = 0
     while True:
         ended = view.view(job_name).status.is_terminal
@@ -601,6 +609,8 @@ def _aws_logs(view: AwsApp, job_name: str, *, follow: bool) -> None:
             _out(line.rstrip("\n"))
         printed = len(lines)
         if not follow or ended:
+            if not printed:
+                _err(f"no log found for {job_name} in CloudWatch Logs group {LOG_GROUP}")
             return
         time.sleep(POLL_SECONDS)
 

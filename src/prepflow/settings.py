@@ -138,7 +138,7 @@ class Settings(BaseSettings):
             except StorageError as error:
                 raise ValueError(
                     "must be a relative S3 prefix without empty, '.' or '..' segments, "
-                    "for example input/"
+                    "for example input/ or output/"
                 ) from error
         return folder
 

@@ -314,3 +314,34 @@ def test_absent_schema_column_added_missing(tmp_path):
     assert out.columns == ["id", "name", "salary"]
     assert out["salary"].to_list() == [None]
     assert result.rows_out == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "expected"),
+    [
+        ("array.csv", b' [ {"a": 1}, {"a": 2}]', "json"),
+        ("lines.csv", b'{"a": 1}\n{"a": 2}\n', "jsonl"),
+        ("plain.csv", b"a,b\n1,2\n", "csv"),
+        ("bracket.csv", b"[id],name\n1,x\n", "csv"),
+        ("brace.csv", b"{id},name\n1,x\n", "csv"),
+    ],
+)
+def test_format_from_content(tmp_path, name, body, expected):
+    from prepflow.processing.readers import detect
+    from prepflow.processing.recipe import InputOptions
+
+    path = tmp_path / name
+    path.write_bytes(body)
+
+    assert detect(path, name, InputOptions()).format == expected
+
+
+def test_json_array_named_csv_processed(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = folder / "arr_named.csv"
+    data.write_text('[{"a": 1, "b": 2}, {"a": 3, "b": null}, {"a": 5, "b": 6}]')
+
+    result = run_engine(tmp_path, "steps: [{step: drop_missing}]\n", data, "json")
+
+    assert (result.rows_in, result.rows_out) == (3, 2)

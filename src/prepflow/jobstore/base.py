@@ -79,7 +79,8 @@ class JobRecord(BaseModel):
         start = self.started_at or self.submitted_at
         if start is None or self.ended_at is None:
             return None
-        return round((self.ended_at - start).total_seconds(), 3)
+        # Times from two clocks (ours and the backend's) may disagree by a little.
+        return max(round((self.ended_at - start).total_seconds(), 3), 0.0)
 
 
 class JobStore(ABC):

@@ -201,9 +201,15 @@ def _guess_format(head: bytes, name: str, compression: str | None) -> str:
         lower = lower.removesuffix(suffix)
     if lower.endswith((".jsonl", ".ndjson")):
         return "jsonl"
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if lower.endswith(".json"):
-        first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-        return "json" if first == b"[" else "jsonl"
+        return "json" if start[:1] == b"[" else "jsonl"
+    # JSON saved under another name (data.csv holding an array of objects): a CSV header
+    # does not start with '[{' or '{"', so the content decides.
+    if start[:1] == b"[" and start[1:].lstrip(b" \t\r\n")[:1] == b"{":
+        return "json"
+    if start[:2] == b'{"':
+        return "jsonl"
     return "csv"
 
 
