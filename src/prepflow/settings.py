@@ -111,10 +111,10 @@ class Settings(BaseSettings):
     topic_arn: str | None = Field(None, validation_alias="PREPFLOW_TOPIC_ARN")
     submit_attempts: int = Field(8, validation_alias="PREPFLOW_SUBMIT_ATTEMPTS", ge=1, le=100)
 
-    # The step a deployment's trigger starts: a script (s3:// URI of a .py file) run under the
-    # container contract, as the reference does on the prebuilt scikit-learn image; otherwise
-    # the built-in step, which needs prepflow's image (PROCESSING_IMAGE_URI), driven by the
-    # recipe at PREPFLOW_RECIPE_URI when one is set.
+    # The step a deployment's trigger starts. A script (s3:// URI of a .py file) runs under the
+    # container contract, as the reference does on the prebuilt scikit-learn image. Without
+    # one, the built-in step runs: it needs prepflow's image (PROCESSING_IMAGE_URI), and reads
+    # the recipe at PREPFLOW_RECIPE_URI when one is set.
     # The deployment's trigger Lambda, which `prepflow doctor --target aws` inspects.
     trigger_function_name: str | None = Field(None, validation_alias="PREPFLOW_TRIGGER_FUNCTION")
     step_script_uri: str | None = Field(None, validation_alias="PREPFLOW_STEP_SCRIPT_URI")

@@ -34,7 +34,7 @@ EVENTBRIDGE_BUCKETS: set[str] = set()
 
 
 class S3Client:
-    """moto's S3 client, answering GetBucketNotificationConfiguration as S3 does."""
+    """moto's S3 client, whose GetBucketNotificationConfiguration returns what S3 returns."""
 
     def __init__(self) -> None:
         self.real = boto3.client("s3", region_name=REGION)

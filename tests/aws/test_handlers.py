@@ -76,7 +76,7 @@ class FakeSageMaker(JobBackend):
     ``crash_before_accept`` and ``crash_after_accept`` make the next submissions raise before
     or after the job is accepted, as a Lambda that dies before CreateProcessingJob is sent, or
     between its response and recording the submission. Keys listed in ``rejected_keys`` get the
-    ValidationException that SageMaker answers to a request it will never run.
+    ValidationException that SageMaker returns for a request it will never run.
     """
 
     def __init__(self, store: LocalObjectStore) -> None:

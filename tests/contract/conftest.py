@@ -1,3 +1,4 @@
 """Fixtures of the contract tests, which run the same checks against each backend of a port."""
 
-from tests.contract.jobstore_fixtures import fake_aws_environment, jobs  # noqa: F401
+from tests.aws.conftest import fake_aws_credentials  # noqa: F401
+from tests.contract.jobstore_fixtures import jobs  # noqa: F401

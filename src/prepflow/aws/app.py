@@ -1,7 +1,7 @@
 """The command line's view of a deployment on AWS: its buckets, job table, SageMaker and logs.
 
-The CLI reads job records from DynamoDB and asks SageMaker for the state of jobs that have
-not ended. It never writes a job's state itself: the job-state Lambda does, and publishes
+The CLI reads job records from DynamoDB, and the state of jobs that have not ended from
+SageMaker. It never writes a job's state itself: the job-state Lambda does, and publishes
 the notification when it does, so a record the CLI moved to ``Completed`` would never be
 announced.
 """
@@ -22,7 +22,7 @@ from prepflow.aws.logs import LOG_GROUP
 from prepflow.errors import JobNotFoundError, PrepflowError, StorageError
 from prepflow.jobs.backend import JobBackend
 from prepflow.jobs.spec import JobStatus
-from prepflow.jobstore.base import JobRecord, JobStore
+from prepflow.jobstore.base import JobRecord, JobStore, output_files
 from prepflow.settings import Settings
 from prepflow.storage.base import ObjectInfo, ObjectStore, parse_s3_uri
 
@@ -48,7 +48,7 @@ class AwsApp:
         """Return the job's record with SageMaker's current state if it has not ended.
 
         The record in DynamoDB is brought up to date by the job-state Lambda; until its
-        event arrives, SageMaker's answer is newer. Nothing is written.
+        event arrives, SageMaker's state is newer. Nothing is written.
         """
         record = self.jobs.get(job_name)
         if record.status.is_terminal or record.submitted_at is None:
@@ -129,13 +129,7 @@ class AwsApp:
 
     def output_files(self, record: JobRecord) -> list[str]:
         """Return the S3 URIs of the objects a completed job wrote."""
-        if record.status != JobStatus.COMPLETED:
-            return []
-        uris: list[str] = []
-        for output in record.outputs:
-            bucket, prefix = parse_s3_uri(output)
-            uris.extend(info.uri for info in self.store.list_objects(bucket, prefix))
-        return uris
+        return output_files(self.store, record)
 
     def side_output(self, record: JobRecord, output_name: str, file_name: str) -> dict[str, str]:
         """Return the URI of a file in one of the built-in step's side outputs, if it exists."""

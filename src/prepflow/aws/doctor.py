@@ -1,4 +1,4 @@
-"""``prepflow doctor --target aws``: check that a deployment can run jobs, and say how to fix it.
+"""``prepflow doctor --target aws``: check that a deployment can run jobs, and print how to fix it.
 
 Each check reads one part of the deployment with the caller's credentials and never changes
 anything. A check that cannot run because an earlier one failed (no credentials, no

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prepflow.errors import IllegalTransitionError, JobNotFoundError, JobStoreError
 from prepflow.jobs.spec import LEGAL_TRANSITIONS, JobDescription, JobStatus
+from prepflow.storage.base import ObjectStore, parse_s3_uri
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,17 @@ class JobRecord(BaseModel):
             return None
         # Times from two clocks (ours and the backend's) may disagree by a little.
         return max(round((self.ended_at - start).total_seconds(), 3), 0.0)
+
+
+def output_files(store: ObjectStore, record: JobRecord) -> list[str]:
+    """Return the S3 URIs of the objects a completed job wrote (none for other jobs)."""
+    if record.status != JobStatus.COMPLETED:
+        return []
+    uris: list[str] = []
+    for output in record.outputs:
+        bucket, prefix = parse_s3_uri(output)
+        uris.extend(info.uri for info in store.list_objects(bucket, prefix))
+    return uris
 
 
 class JobStore(ABC):
@@ -187,7 +199,7 @@ class JobStore(ABC):
     ) -> tuple[JobRecord, bool]:
         """Like ``apply_description``; also return whether this call changed the status.
 
-        Of several processes given the same report at once, exactly one sees True, because
+        Of several processes given the same report at once, exactly one gets True, because
         the status change is a compare-and-set on the record: one notification per change.
         """
         target = description.status

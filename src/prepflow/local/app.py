@@ -14,9 +14,8 @@ from pathlib import Path
 
 from prepflow.errors import ConfigurationError, JobStoreError
 from prepflow.jobs.local import LocalRunner, RunnerConfig
-from prepflow.jobs.spec import JobStatus
 from prepflow.jobs.template import StepTemplate
-from prepflow.jobstore.base import JobRecord
+from prepflow.jobstore.base import JobRecord, output_files
 from prepflow.jobstore.sqlite import SqliteJobStore
 from prepflow.orchestrator import Orchestrator
 from prepflow.settings import Settings
@@ -63,13 +62,7 @@ class LocalApp:
 
     def output_files(self, record: JobRecord) -> list[str]:
         """Return the S3 URIs of the objects a completed job wrote."""
-        if record.status != JobStatus.COMPLETED:
-            return []
-        uris: list[str] = []
-        for output in record.outputs:
-            bucket, prefix = parse_s3_uri(output)
-            uris.extend(info.uri for info in self.store.list_objects(bucket, prefix))
-        return uris
+        return output_files(self.store, record)
 
     def local_path(self, uri: str) -> Path:
         """Return the file or folder of an S3 URI in the local store."""
