@@ -615,6 +615,39 @@ def _aws_logs(view: AwsApp, job_name: str, *, follow: bool) -> None:
         time.sleep(POLL_SECONDS)
 
 
+# -- synth --------------------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    ctx: typer.Context,
+    env: Annotated[str, typer.Option("--env", help="Environment: dev, staging or prod")] = "dev",
+    output: Annotated[
+        Path, typer.Option(help="Folder for the cloud assembly (templates and assets)")
+    ] = Path("cdk.out"),
+) -> None:
+    """Synthesize the AWS CDK app offline and write its CloudFormation template."""
+    _setup(ctx.obj)
+    # The CDK app lives next to the package in a source checkout (infra/), not in a wheel.
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "infra" / "synth.py").is_file():
+        raise Exit(
+            EXIT_USAGE,
+            f"prepflow synth needs a source checkout with infra/ next to src/ (looked in {root})",
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from infra.synth import synth as synthesize
+    except ImportError as error:
+        raise Exit(
+            EXIT_USAGE,
+            f"the CDK libraries are not installed ({error}); run pip install -e '.[infra]'",
+        ) from error
+    template = synthesize(env, output)
+    _out(str(template))
+
+
 # -- doctor -------------------------------------------------------------------------------------
 
 

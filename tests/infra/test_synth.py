@@ -24,3 +24,47 @@ def test_synth_writes_template_and_code(lambda_code: Path, tmp_path: Path) -> No
         asset = tmp_path / "out" / f"asset.{asset_hash}"
         assert (asset / "prepflow" / "aws" / "handlers.py").is_file()
         assert (asset / "aws_lambda_powertools").is_dir()
+
+
+def test_prepflow_synth_command(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
+    done = subprocess.run(
+        [sys.executable, "-m", "prepflow", "synth", "--env", "staging", "--output", "out"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    template_path = tmp_path / done.stdout.strip().splitlines()[-1]
+    template = json.loads(template_path.read_text())
+    names = {
+        resource["Properties"].get("FunctionName")
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+    assert "prepflow-staging-trigger" in names
+
+
+def test_prepflow_synth_unknown_environment(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "prepflow", "synth", "--env", "qa", "--output", "out"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "qa" in done.stderr
