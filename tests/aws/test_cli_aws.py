@@ -151,14 +151,19 @@ def prepflow(deployment: Deployment, *args: str, home: Path) -> subprocess.Compl
     )
 
 
-def test_run_target_aws_follows_job(deployment: Deployment, tmp_path: Path) -> None:
-    data = tmp_path / "a b.csv"
-    data.write_text("id,value\n1,2\n")
-
+def run_one(deployment: Deployment, tmp_path: Path, name: str, text: str) -> dict[str, Any]:
+    """Run ``prepflow run --target aws --json`` on one new file; return its job."""
+    data = tmp_path / name
+    data.write_text(text)
     done = prepflow(deployment, "run", "--target", "aws", "--json", str(data), home=tmp_path)
-
     assert done.returncode == 0, done.stderr
     (job,) = json.loads(done.stdout)
+    return dict(job)
+
+
+def test_run_target_aws_follows_job(deployment: Deployment, tmp_path: Path) -> None:
+    job = run_one(deployment, tmp_path, "a b.csv", "id,value\n1,2\n")
+
     assert job["status"] == "Completed"
     assert job["inputs"] == [f"s3://{deployment.settings.buckets.raw}/input/a b.csv"]
     assert job["job_name"].startswith("prepflow-a-b-")
@@ -172,11 +177,7 @@ def test_run_target_aws_follows_job(deployment: Deployment, tmp_path: Path) -> N
 
 
 def test_jobs_list_and_describe_target_aws(deployment: Deployment, tmp_path: Path) -> None:
-    data = tmp_path / "orders.csv"
-    data.write_text("id\n1\n")
-    started = prepflow(deployment, "run", "--target", "aws", "--json", str(data), home=tmp_path)
-    assert started.returncode == 0, started.stderr
-    (job,) = json.loads(started.stdout)
+    job = run_one(deployment, tmp_path, "orders.csv", "id\n1\n")
 
     listed = prepflow(deployment, "jobs", "list", "--target", "aws", "--json", home=tmp_path)
     described = prepflow(
@@ -216,12 +217,7 @@ def test_describe_unknown_job_target_aws(deployment: Deployment, tmp_path: Path)
 
 
 def test_jobs_logs_and_stop_target_aws(deployment: Deployment, tmp_path: Path) -> None:
-    data = tmp_path / "logs.csv"
-    data.write_text("id\n1\n")
-    started = prepflow(deployment, "run", "--target", "aws", "--json", str(data), home=tmp_path)
-    assert started.returncode == 0, started.stderr
-    (job,) = json.loads(started.stdout)
-    name = job["job_name"]
+    name = run_one(deployment, tmp_path, "logs.csv", "id\n1\n")["job_name"]
     logs = deployment.client("logs")
     group = "/aws/sagemaker/ProcessingJobs"
     if group not in [g["logGroupName"] for g in logs.describe_log_groups()["logGroups"]]:

@@ -75,6 +75,7 @@ def deployment(moto_in_process) -> dict[str, Any]:
     )
     EVENTBRIDGE_BUCKETS.clear()
     EVENTBRIDGE_BUCKETS.add(raw)
+
     queue_arn = client("sqs").get_queue_attributes(
         QueueUrl=client("sqs").create_queue(QueueName="trigger")["QueueUrl"],
         AttributeNames=["QueueArn"],
@@ -87,12 +88,14 @@ def deployment(moto_in_process) -> dict[str, Any]:
     }
     events.put_rule(Name="raw-object-created", EventPattern=json.dumps(pattern))
     events.put_targets(Rule="raw-object-created", Targets=[{"Id": "queue", "Arn": queue_arn}])
+
     client("dynamodb").create_table(
         TableName=settings.table_name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+
     iam = client("iam")
     role_arn = iam.create_role(
         RoleName="prepflow-processing", AssumeRolePolicyDocument=json.dumps(TRUST)
@@ -112,6 +115,7 @@ def deployment(moto_in_process) -> dict[str, Any]:
             }
         ),
     )["Role"]["Arn"]
+
     s3.put_object(Bucket=settings.buckets.model_artifacts, Key=SCRIPT_KEY, Body=b"print(1)\n")
     variables = {
         "APP_PREFIX": PREFIX,

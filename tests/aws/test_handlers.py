@@ -1,7 +1,7 @@
 """The Lambda entry points, with local pieces on the orchestrator's side and moto for the rest.
 
-Objects live in the local folder store and job records in SQLite; the SageMaker backend is a
-fake that accepts each job name once (SageMaker returns ResourceInUse to a second create)
+Objects live in the local folder store and job records in SQLite. The SageMaker backend is a
+fake that accepts each job name once, as SageMaker returns ResourceInUse to a second create,
 and "runs" an accepted job by copying its manifest's objects to its output. SNS, SQS and
 CloudWatch Logs are moto's, in-process. One test wires the real adapters on moto.
 """

@@ -352,7 +352,7 @@ def test_sample_rows_are_distinct(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sample_smallest_keys_overall(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Chosen rows wait in pieces between merges; the result must still be the rows with the
+    # Chosen rows wait in pieces between merges. The result must still be the rows with the
     # SAMPLE_ROWS smallest random keys of the whole stream, drawn in stream order.
     monkeypatch.setattr(profile, "SAMPLE_ROWS", 100)
     values = list(range(3_000))

@@ -88,8 +88,8 @@ class AwsApp:
     ) -> JobRecord:
         """Wait for the job the deployment starts for an uploaded object, and return it.
 
-        With a version id (the raw bucket is versioned), the job name follows from it exactly;
-        otherwise the newest records are searched for one that reads the object.
+        With a version id (the raw bucket is versioned), the job name follows from it exactly.
+        Without one, the newest records are searched for a job that read this content.
         """
         expected = None
         if info.version_id:

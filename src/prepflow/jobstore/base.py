@@ -157,7 +157,7 @@ class JobStore(ABC):
     def modify(self, job_name: str, change: Callable[[JobRecord], dict[str, Any]]) -> JobRecord:
         """Change fields other than ``status`` from the stored record, atomically.
 
-        ``change`` gets the current record and returns the fields to set; it runs again on
+        ``change`` gets the current record and returns the fields to set. It runs again on
         the fresh record if another writer got there first, so a counter never loses a step.
         """
 
