@@ -9,6 +9,13 @@ import pytest
 
 from tests.helpers import MOCK_DATA
 
+# The reliability figures travel from the xdist workers to the controller in test reports;
+# the controller loads only this conftest, so the hooks that collect and write them live here.
+from tests.reliability.conftest import (  # noqa: F401 (pytest hooks)
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
+
 # Variables a developer's shell may set that would change a test's settings.
 _PREPFLOW_VARIABLES = [
     name
