@@ -42,3 +42,23 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# The dashboard's browser tests drive Debian's chromium through Playwright (tests/ui). Install
+# it when it is missing and this runs as root with apt-get. Otherwise those tests are skipped
+# with the reason. When chromium is there, this costs one `command -v`.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "note: chromium is not installed (needs root and apt-get); the browser tests will skip" >&2
+    return 0
+  fi
+  local log="$venv/apt-chromium.log"
+  echo "installing chromium with apt-get for the browser tests; output goes to $log" >&2
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } \
+    >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "warning: installing chromium failed (see $log); the browser tests will skip" >&2
+  fi
+}

@@ -6,6 +6,7 @@ from here, so no construct depends on the environment's name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,24 @@ ENVIRONMENTS = ("dev", "staging", "prod")
 MAX_SQS_BATCH_SIZE = 10_000
 MAX_BATCHING_WINDOW_SECONDS = 300
 MAX_FUNCTION_TIMEOUT_SECONDS = 900
+# Bounds of reconcile_schedule_minutes: EventBridge's rate schedules start at one minute, and
+# a reconcile that runs less often than daily leaves lost events unprocessed for too long.
+MAX_RECONCILE_SCHEDULE_MINUTES = 24 * 60
+
+# APP_PREFIX names the stack, the buckets, the functions, the roles and the ECR repository,
+# so it follows the strictest of their rules: S3 bucket names (lower case, no underscores)
+# and CloudFormation stack names (starting with a letter). Dots are left out because they
+# break virtual-hosted-style HTTPS access to a bucket.
+APP_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+MAX_BUCKET_NAME_LENGTH = 63
+# The suffix of the longest bucket name that APP_PREFIX derives (Settings.buckets).
+LONGEST_BUCKET_SUFFIX = "-model-artifacts-bucket"
+MAX_APP_PREFIX_LENGTH = MAX_BUCKET_NAME_LENGTH - len(LONGEST_BUCKET_SUFFIX)
+# S3 rejects bucket names that start with these.
+RESERVED_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+# A plain check that catches typos such as a missing "@" or domain. SNS validates the
+# address again, and the owner confirms the subscription by e-mail.
+EMAIL_PATTERN = re.compile(r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
 
 
 class DeploymentSettings(Settings):
@@ -62,7 +81,12 @@ class DeploymentConfig:
     # RETAIN for buckets and the table when true; otherwise they are deleted with the stack
     # (the buckets only once empty, which `prepflow destroy` takes care of).
     retain_data: bool
+    # The address for alarms and job notifications. None leaves the topics without a
+    # subscription.
     alarm_email: str | None = None
+    # Minutes between scheduled reconcile requests to the trigger function. None turns the
+    # schedule off.
+    reconcile_schedule_minutes: int | None = None
     # The trigger function's SQS event source and concurrency.
     trigger_batch_size: int = 10
     trigger_batching_window_seconds: int = 0
@@ -76,14 +100,21 @@ class DeploymentConfig:
     # and so do noncurrent versions in the versioned raw-data bucket.
     access_log_expiration_days: int = 90
     noncurrent_version_expiration_days: int = 30
-    # Tag of the processing image in the deployment's ECR repository, used when the settings
-    # name neither PROCESSING_IMAGE_URI nor a step script.
-    processing_image_tag: str = "latest"
 
     def __post_init__(self) -> None:
         if self.environment not in ENVIRONMENTS:
             raise ConfigurationError(
                 f"invalid environment {self.environment!r}: expected one of {ENVIRONMENTS}"
+            )
+        check_app_prefix(self.app_prefix)
+        if self.alarm_email is not None:
+            check_email(self.alarm_email)
+        if self.reconcile_schedule_minutes is not None:
+            _check_range(
+                "reconcile_schedule_minutes",
+                self.reconcile_schedule_minutes,
+                1,
+                MAX_RECONCILE_SCHEDULE_MINUTES,
             )
         _check_range("trigger_batch_size", self.trigger_batch_size, 1, MAX_SQS_BATCH_SIZE)
         _check_range(
@@ -120,6 +151,40 @@ def deployment_settings(variables: Mapping[str, Any]) -> Settings:
             for problem in error.errors()
         )
         raise ConfigurationError(f"invalid deployment settings: {problems}") from error
+
+
+def check_app_prefix(prefix: str) -> None:
+    """Raise ConfigurationError unless ``prefix`` can name every resource of a deployment."""
+    problem = None
+    if not APP_PREFIX_PATTERN.match(prefix):
+        problem = (
+            "use lowercase letters, digits and hyphens, starting with a letter and ending "
+            "with a letter or digit"
+        )
+    elif len(prefix) > MAX_APP_PREFIX_LENGTH:
+        problem = (
+            f"it has {len(prefix)} characters, but at most {MAX_APP_PREFIX_LENGTH} keep "
+            f"'<prefix>{LONGEST_BUCKET_SUFFIX}' within S3's {MAX_BUCKET_NAME_LENGTH}"
+        )
+    elif prefix.startswith(RESERVED_BUCKET_PREFIXES):
+        problem = f"S3 reserves bucket names starting with {', '.join(RESERVED_BUCKET_PREFIXES)}"
+    elif "--" in prefix:
+        # S3 also rejects some names with double hyphens ("xn--" and the "--ol-s3" or
+        # "--x-s3" suffixes), so every double hyphen is rejected for one simple rule.
+        problem = "use single hyphens between words"
+    if problem:
+        raise ConfigurationError(
+            f"invalid app prefix (APP_PREFIX, -c app_prefix) {prefix!r}: {problem}"
+        )
+
+
+def check_email(address: str) -> None:
+    """Raise ConfigurationError unless ``address`` looks like an e-mail address."""
+    if not EMAIL_PATTERN.match(address):
+        raise ConfigurationError(
+            f"invalid alarm e-mail (-c alarm_email) {address!r}: expected an address such as "
+            "team@example.com, or an empty value for no subscription"
+        )
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

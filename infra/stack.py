@@ -8,16 +8,18 @@ from typing import Any
 from aws_cdk import Stack, Tags
 from constructs import Construct
 
+from infra.artifacts import ExampleArtifacts
 from infra.config import DeploymentConfig
 from infra.functions import runtime_environment
 from infra.job_state import JobState
+from infra.monitoring import Monitoring
 from infra.processing import Processing
 from infra.storage import Storage
 from infra.trigger import Trigger
 
 
 class PrepflowStack(Stack):
-    """Storage, processing, job state and trigger of one environment.
+    """Storage, processing, job state, trigger and monitoring of one environment.
 
     ``code`` is the folder that ``prepflow.aws.package.build_bundle`` built; both functions
     run from it.
@@ -38,6 +40,7 @@ class PrepflowStack(Stack):
 
         self.storage = Storage(self, "Storage", config=config)
         self.processing = Processing(self, "Processing", config=config, storage=self.storage)
+        self.examples = ExampleArtifacts(self, "Examples", config=config, storage=self.storage)
         environment = runtime_environment(
             config,
             storage=self.storage,
@@ -45,7 +48,12 @@ class PrepflowStack(Stack):
             image_uri=self.processing.image_uri,
         )
         self.job_state = JobState(
-            self, "JobState", config=config, code=code, environment=environment
+            self,
+            "JobState",
+            config=config,
+            code=code,
+            environment=environment,
+            storage=self.storage,
         )
         self.trigger = Trigger(
             self,
@@ -55,4 +63,7 @@ class PrepflowStack(Stack):
             storage=self.storage,
             job_state=self.job_state,
             processing_role=self.processing.role,
+        )
+        self.monitoring = Monitoring(
+            self, "Monitoring", config=config, trigger=self.trigger, job_state=self.job_state
         )

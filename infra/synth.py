@@ -5,8 +5,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from aws_cdk import App
+
+from infra import nag
 from infra.app import add_stack, deployment_config, new_app
 from prepflow.aws.package import build_bundle
+from prepflow.errors import ConfigurationError
 
 
 def synth(
@@ -30,5 +34,20 @@ def synth(
         app = new_app(output_dir)
         stack = add_stack(app, config, bundle)
         # Synthesis copies the bundle into output_dir, so the temporary folder can go after it.
-        app.synth()
+        synthesize(app, output_dir)
     return output_dir / stack.template_file
+
+
+def synthesize(app: App, output_dir: Path) -> None:
+    """Run ``app.synth()``; raise ConfigurationError listing cdk-nag's findings if it fails."""
+    try:
+        app.synth()
+    except RuntimeError as error:
+        findings = nag.findings_text(output_dir)
+        if not findings:
+            raise
+        raise ConfigurationError(
+            f"cdk-nag found problems in the {app.node.id or 'prepflow'} app that no "
+            f"acknowledgement covers:\n{findings}\nFix the construct, or acknowledge the "
+            "finding next to it with infra.nag.acknowledge and the reason it is acceptable"
+        ) from error

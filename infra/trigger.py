@@ -2,7 +2,9 @@
 
 The raw bucket sends its events to EventBridge (``Storage`` turns that on). EventBridge's
 "Object Created" covers every way an object is created: PutObject, POST, CopyObject and
-CompleteMultipartUpload, so the rule does not filter on the event's ``reason``.
+CompleteMultipartUpload, so the rule does not filter on the event's ``reason``. An optional
+schedule sends the trigger function a reconcile request, which starts the jobs that a lost
+event never started.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra import nag
 from infra.config import DeploymentConfig
 from infra.functions import python_function
-from infra.job_state import JobState
+from infra.job_state import JobState, acknowledge_index_access
 from infra.storage import Storage
 from prepflow.orchestrator import MANIFEST_PREFIX
 
@@ -32,6 +35,9 @@ VISIBILITY_TIMEOUT_FACTOR = 6
 DEAD_LETTER_RETENTION = Duration.days(14)
 # EventBridge retries a failed delivery to the queue this often before it dead-letters it.
 DELIVERY_RETRY_ATTEMPTS = 8
+# The scheduled request (see prepflow.aws.handlers.parse_reconcile_request): every object
+# under the input prefix, with the handler's defaults for the job limit and minimum age.
+RECONCILE_REQUEST = {"reconcile": True}
 SAGEMAKER_ACTIONS = (
     "sagemaker:CreateProcessingJob",
     "sagemaker:DescribeProcessingJob",
@@ -80,7 +86,10 @@ class Trigger(Construct):
             "Rule",
             description="New data objects under the input prefix of the raw-data bucket",
             event_pattern=object_created_pattern(
-                settings.buckets.raw, settings.input_prefix, settings.input_suffixes
+                settings.buckets.raw,
+                settings.input_prefix,
+                settings.input_suffixes,
+                marker=settings.marker,
             ),
             targets=[
                 targets.SqsQueue(
@@ -113,7 +122,54 @@ class Trigger(Construct):
                 report_batch_item_failures=True,
             )
         )
+        self.schedule = self._schedule(config)
         self._grant(config, storage, job_state, processing_role)
+        self._acknowledge_findings(config, storage, job_state)
+
+    def _acknowledge_findings(
+        self, config: DeploymentConfig, storage: Storage, job_state: JobState
+    ) -> None:
+        settings = config.settings
+        acknowledge_index_access(self, job_state.table)
+        nag.acknowledge_wildcards(
+            self,
+            [
+                nag.resource_pattern(storage.raw, f"/{settings.input_prefix}*"),
+                nag.resource_pattern(storage.model_artifacts, f"/{MANIFEST_PREFIX}*"),
+            ],
+            "The function reads new objects under the input prefix and writes one manifest per "
+            "job under the manifest prefix; the object names are known only at run time",
+            kind="Resource",
+        )
+        nag.acknowledge_wildcards(
+            self,
+            [
+                "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                f"processing-job/{settings.job_name_prefix}-*"
+            ],
+            "Job names are derived at run time from each object's idempotency key; the "
+            "wildcard covers only names with this deployment's job-name prefix",
+            kind="Resource",
+        )
+
+    def _schedule(self, config: DeploymentConfig) -> events.Rule | None:
+        """Return the rule that sends the reconcile request, if the configuration has one."""
+        if config.reconcile_schedule_minutes is None:
+            return None
+        return events.Rule(
+            self,
+            "Schedule",
+            description="Scheduled reconcile: start jobs for input objects that have none",
+            schedule=events.Schedule.rate(Duration.minutes(config.reconcile_schedule_minutes)),
+            targets=[
+                targets.LambdaFunction(
+                    self.function,
+                    event=events.RuleTargetInput.from_object(RECONCILE_REQUEST),
+                    retry_attempts=DELIVERY_RETRY_ATTEMPTS,
+                    dead_letter_queue=self.dead_letter_queue,
+                )
+            ],
+        )
 
     def _grant(
         self,
@@ -123,8 +179,7 @@ class Trigger(Construct):
         processing_role: iam.IRole,
     ) -> None:
         settings = config.settings
-        storage.raw.grant_read(self.function, f"{settings.input_prefix}*")
-        storage.model_artifacts.grant_put(self.function, f"{MANIFEST_PREFIX}*")
+        self._grant_storage(config, storage)
         job_state.table.grant_read_write_data(self.function)
         job_state.topic.grant_publish(self.function)
 
@@ -144,11 +199,41 @@ class Trigger(Construct):
             )
         )
 
+    def _grant_storage(self, config: DeploymentConfig, storage: Storage) -> None:
+        """Allow reading the raw input prefix and writing manifests, and nothing else in S3."""
+        input_prefix = config.settings.input_prefix
+        # HeadObject needs s3:GetObject, and s3:GetObjectVersion when it names a version.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[storage.raw.arn_for_objects(f"{input_prefix}*")],
+            )
+        )
+        # Reconcile and manual requests for a folder list the input prefix (ListObjectsV2).
+        # NOTE: S3 returns 404 for HeadObject on a missing key only to a caller that may list
+        # the bucket. Whether S3 applies this prefix condition to that check is not
+        # documented, so an object deleted before its event is handled may give 403 instead.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[storage.raw.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{input_prefix}*"]}},
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[storage.model_artifacts.arn_for_objects(f"{MANIFEST_PREFIX}*")],
+            )
+        )
+
 
 def object_created_pattern(
-    bucket_name: str, input_prefix: str, suffixes: tuple[str, ...]
+    bucket_name: str, input_prefix: str, suffixes: tuple[str, ...], *, marker: str = ""
 ) -> events.EventPattern:
     """Return the pattern of "Object Created" events of data objects under ``input_prefix``.
+
+    With a ``marker`` (marker mode), objects of that file name match too: they start the jobs.
 
     EventBridge joins the conditions on one field with OR, so prefix and suffix are combined
     in one wildcard per suffix, such as ``input/*.csv``. Wildcards are case-sensitive, so
@@ -162,6 +247,8 @@ def object_created_pattern(
         for suffix in suffixes
         for variant in dict.fromkeys((suffix.lower(), suffix.upper()))
     ]
+    if marker:
+        key_patterns.append({"wildcard": f"{prefix}*{_escape_wildcard(marker)}"})
     return events.EventPattern(
         source=["aws.s3"],
         detail_type=[OBJECT_CREATED_DETAIL_TYPE],

@@ -1,7 +1,9 @@
 """The ``prepflow`` command.
 
-Exit codes: 0 every job completed; 1 a job failed or stopped, or a trigger record was
-rejected (the reason is printed); 2 a usage or configuration error, before any work started.
+Exit codes: 0 every job completed (or the command did what it was asked); 1 a job failed or
+stopped, a trigger record was rejected, or an operation failed (the reason is printed); 2 a
+usage or configuration error, before any work started; 3 the job, the prepflow home or the
+deployment's job table that the command names does not exist; 130 interrupted (Ctrl-C).
 ``run`` also exits with 1 when a file it was given is skipped.
 """
 
@@ -15,26 +17,42 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, cast
 
 import typer
+from typer.core import TyperGroup
 
-from prepflow.errors import ConfigurationError, IsolationError, PrepflowError
+from prepflow import console
+from prepflow.errors import (
+    ConfigurationError,
+    IsolationError,
+    JobNotFoundError,
+    JobTableNotFoundError,
+    ObjectNotFoundError,
+    PrepflowError,
+    StorageError,
+)
 from prepflow.jobs import isolation
-from prepflow.jobs.spec import JOB_NAME_PATTERN, JobStatus
+from prepflow.jobs.sharding import host_names, instance_count
+from prepflow.jobs.spec import JOB_NAME_PATTERN, MAX_INSTANCE_COUNT, JobStatus
 from prepflow.jobs.template import StepTemplate, upload_recipe, upload_script
 from prepflow.jobstore.base import JobRecord
 from prepflow.local.app import LocalApp, build_local_app
 from prepflow.orchestrator import Outcome, OutcomeKind, TriggerResult
 from prepflow.processing.paths import ARTIFACTS_FILE, REJECTED_FILE, REPORT_HTML
 from prepflow.settings import Settings, load_settings
+from prepflow.views import job_details, job_summary, side_output
 
 if TYPE_CHECKING:
+    from infra.config import DeploymentConfig
+
     from prepflow.aws.app import AwsApp
+    from prepflow.deploy import CdkProject
 
 logger = logging.getLogger("prepflow.cli")
 
@@ -43,8 +61,55 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130
+# Files smaller than this upload too fast for a progress line to be read.
+UPLOAD_PROGRESS_MIN_BYTES = 8 << 20
+
+
+class Exit(Exception):
+    """Leave the command with an exit code after printing ``message`` (if any) to stderr."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _PrepflowGroup(TyperGroup):
+    """Typer's command group, turning prepflow's errors into a message and an exit code.
+
+    Translating here, inside the group, gives typer's test runner the same exit codes and
+    messages as the console script. Usage errors are click's own and exit with 2.
+    """
+
+    # ``ctx`` is typed Any because typer 0.29 vendors click, so the Context class differs
+    # between the typer versions that pyproject.toml allows.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exit as done:
+            if done.message:
+                _err(("error: " if done.code else "") + done.message)
+            raise typer.Exit(done.code) from done
+        except PrepflowError as error:
+            _err(f"error: {error}")
+            raise typer.Exit(_exit_code(error)) from error
+        except KeyboardInterrupt as interrupt:
+            _err("interrupted; jobs already started keep running (see 'prepflow jobs list')")
+            raise typer.Exit(EXIT_INTERRUPTED) from interrupt
+
+
+def _exit_code(error: PrepflowError) -> int:
+    if isinstance(error, JobNotFoundError | JobTableNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, ConfigurationError):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
 
 app = typer.Typer(
+    cls=_PrepflowGroup,
     name="prepflow",
     help="Event-driven preprocessing of machine-learning data, locally or on AWS.",
     no_args_is_help=True,
@@ -78,15 +143,6 @@ class Context:
 
     def settings(self, **more: Any) -> Settings:
         return load_settings(**self.overrides, **more)
-
-
-class Exit(Exception):
-    """Leave the command with an exit code after printing ``message`` (if any) to stderr."""
-
-    def __init__(self, code: int, message: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @app.callback()
@@ -123,6 +179,17 @@ RecipeOption = Annotated[
 ]
 
 
+InstanceCountOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Instances (hosts) per job; above 1 each host reads its share of the files "
+        "[env: PROCESSING_INSTANCE_COUNT]",
+        min=1,
+        max=MAX_INSTANCE_COUNT,
+    ),
+]
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -143,6 +210,7 @@ def run(
     instance_type: Annotated[
         str | None, typer.Option(help="Processing instance type [env: PROCESSING_INSTANCE_TYPE]")
     ] = None,
+    instance_count: InstanceCountOption = None,
     max_runtime: Annotated[
         int | None,
         typer.Option(
@@ -157,7 +225,10 @@ def run(
     """Upload files to the raw-data bucket's input prefix and process each one."""
     context: Context = ctx.obj
     settings = _setup(
-        context, processing_instance_type=instance_type, max_runtime_seconds=max_runtime
+        context,
+        processing_instance_type=instance_type,
+        processing_instance_count=instance_count,
+        max_runtime_seconds=max_runtime,
     )
     if script is not None and recipe is not None:
         raise Exit(
@@ -166,11 +237,12 @@ def run(
         )
     uploads = _plan_uploads(paths, settings)
     if target == Target.AWS:
-        if script is not None or recipe is not None or instance_type or max_runtime:
+        if script or recipe or instance_type or instance_count or max_runtime:
             raise Exit(
                 EXIT_USAGE,
                 "with --target aws the deployment's trigger starts the jobs with its own "
-                "settings: drop --script, --recipe, --instance-type and --max-runtime, or "
+                "settings: drop --script, --recipe, --instance-type, --instance-count and "
+                "--max-runtime, or "
                 "change the deployment (PREPFLOW_STEP_SCRIPT_URI, PREPFLOW_RECIPE_URI)",
             )
         _run_aws(settings, uploads, wait=wait, as_json=as_json, timeout=timeout)
@@ -187,18 +259,40 @@ def run(
         lambda notification: results.append(local.orchestrator.handle(notification)),
     )
     upload_failures = []
+    line = console.stderr_line(quiet=as_json)
     for path, key in uploads:
         uri = f"s3://{settings.buckets.raw}/{key}"
         try:
-            local.store.upload_file(settings.buckets.raw, key, path)
+            _upload(local, key, path, line)
         except PrepflowError as error:
             # One file the store cannot take must not stop the others.
             upload_failures.append(Outcome(OutcomeKind.FAILED, str(path), reason=str(error)))
             continue
+        finally:
+            line.clear()
         if not as_json:
             _err(f"uploaded {path} to {uri}")
     outcomes = upload_failures + [o for r in results for o in r.outcomes]
     _finish(local, outcomes, wait=wait, as_json=as_json, timeout=timeout, skip_fails=True)
+
+
+def _upload(local: LocalApp, key: str, path: Path, line: console.StatusLine) -> None:
+    """Upload ``path`` to the raw-data bucket, showing its progress on ``line``.
+
+    The store's notification, and so the job's submission, follows within this call.
+    """
+    try:
+        with path.open("rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            reader = console.UploadProgress(
+                source, name=path.name, total=size, line=line, min_bytes=UPLOAD_PROGRESS_MIN_BYTES
+            )
+            # The store calls only read(), which the wrapper provides.
+            local.store.upload_fileobj(local.settings.buckets.raw, key, cast(BinaryIO, reader))
+    except FileNotFoundError as error:
+        raise StorageError(f"cannot upload {str(path)!r}: file not found") from error
+    except OSError as error:
+        raise StorageError(f"cannot upload {str(path)!r}: {error.strerror}") from error
 
 
 def _plan_uploads(paths: list[Path], settings: Settings) -> list[tuple[Path, str]]:
@@ -280,9 +374,12 @@ def _run_aws(
         _err(problem)
     remaining_timeout = None if timeout is None else max(began + timeout - time.monotonic(), 0.0)
     try:
-        records = (
-            aws.wait(names, timeout=remaining_timeout) if wait else [aws.view(n) for n in names]
-        )
+        with console.WaitStatus(console.stderr_line(quiet=as_json or not wait), names) as status:
+            records = (
+                aws.wait(names, timeout=remaining_timeout, on_poll=status.update)
+                if wait
+                else [aws.view(n) for n in names]
+            )
     except TimeoutError as error:
         raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
     _show_jobs(aws, records, as_json=as_json)
@@ -333,6 +430,7 @@ def invoke(
         str | None, typer.Option("--output", help="Manual request: s3:// URI for the output")
     ] = None,
     recipe: RecipeOption = None,
+    instance_count: InstanceCountOption = None,
     wait: Annotated[bool, typer.Option(help="Wait for the jobs to end")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the jobs as JSON")] = False,
     timeout: Annotated[
@@ -342,7 +440,7 @@ def invoke(
     """Send one trigger event, or a manual request, to the orchestrator."""
     context: Context = ctx.obj
     payload = _invoke_payload(event, event_file, input_uri, output_uri)
-    settings = _setup(context)
+    settings = _setup(context, processing_instance_count=instance_count)
     local = build_local_app(settings)
     if recipe is not None:
         local.orchestrator.step = upload_recipe(local.store, settings, recipe)
@@ -409,13 +507,58 @@ def watch(
         ),
     ] = False,
     recipe: RecipeOption = None,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run this script under the container contract instead of the built-in step",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    batch_window: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds over which settled files are collected into one job; 0 starts one "
+            "job per file [default: PREPFLOW_BATCH_WINDOW_SECONDS, else 0]",
+            min=0,
+        ),
+    ] = None,
+    batch_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Files per batch job at most [default: PREPFLOW_BATCH_MAX_OBJECTS, else 97]",
+            min=1,
+        ),
+    ] = None,
+    marker: Annotated[
+        str | None,
+        typer.Option(
+            help="File name (such as _SUCCESS) that starts one job over the data files of its "
+            "folder; data files alone then start nothing [default: PREPFLOW_MARKER, else off]",
+        ),
+    ] = None,
+    instance_count: InstanceCountOption = None,
 ) -> None:
     """Process every file that appears under the raw-data bucket's input prefix."""
     from prepflow.local.watch import Watcher
 
     context: Context = ctx.obj
-    settings = _setup(context, default_level="INFO")
+    settings = _setup(
+        context,
+        default_level="INFO",
+        batch_window_seconds=batch_window,
+        batch_max_objects=batch_max,
+        marker=marker,
+        processing_instance_count=instance_count,
+    )
+    if script is not None and recipe is not None:
+        raise Exit(
+            EXIT_USAGE,
+            "--script and --recipe exclude each other: a recipe drives the built-in step",
+        )
     local = build_local_app(settings)
+    if script is not None:
+        local.orchestrator.step = _script_step(local, settings, script)
     if recipe is not None:
         local.orchestrator.step = upload_recipe(local.store, settings, recipe)
     watcher = Watcher(local, interval_seconds=interval, settle_seconds=settle)
@@ -425,6 +568,9 @@ def watch(
             logger.info("waiting for %d file(s) that are still changing", watcher.unsettled)
             time.sleep(interval)
             results += watcher.scan_once()
+        pending = watcher.flush()
+        if pending is not None:
+            results.append(pending)
         names = [n for r in results for n in r.job_names]
         records = local.wait(names)
         watcher.report_finished()
@@ -463,36 +609,51 @@ def jobs_list(
         )
         return
     else:
-        view = build_local_app(settings, check_runner=False)
+        view = build_local_app(settings)
         records = [
             view.refresh(r.job_name) for r in view.jobs.list_jobs(status=status, limit=limit)
         ]
     if as_json:
-        _out(json.dumps([_job_json(view, r) for r in records], indent=2))
+        _out(json.dumps([job_summary(view, r) for r in records], indent=2))
         return
     if not records:
         _out("no jobs")
         return
-    rows = [("JOB NAME", "STATUS", "CREATED", "DURATION", "ROWS IN", "ROWS OUT", "INPUT")]
-    for r in records:
+    for line in _jobs_table(records):
+        _out(line)
+
+
+JOBS_TABLE_HEADER = (
+    "JOB NAME", "STATUS", "STARTED (UTC)", "DURATION", "ROWS IN", "OUT", "REJECTED", "INPUT"
+)  # fmt: skip
+
+
+def _jobs_table(records: list[JobRecord]) -> list[str]:
+    """Return ``jobs list``'s table: one row per job, numbers right-aligned, inputs last."""
+    rows = []
+    for record in records:
+        started = record.started_at or record.created_at
+        first_input = record.inputs[0] if record.inputs else "-"
+        more = f" (+{len(record.inputs) - 1})" if len(record.inputs) > 1 else ""
         rows.append(
             (
-                r.job_name,
-                r.status.value,
-                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                _seconds(r.duration_s),
-                _count(r.rows_in),
-                _count(r.rows_out),
-                r.inputs[0] + (f" (+{len(r.inputs) - 1})" if len(r.inputs) > 1 else "")
-                if r.inputs
-                else "",
+                record.job_name,
+                record.status.value,
+                started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                _seconds(record.duration_s),
+                _count(record.rows_in),
+                _count(record.rows_out),
+                _count(record.rows_rejected),
+                first_input + more,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        _out(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
-        )
+    return console.format_table(
+        JOBS_TABLE_HEADER,
+        rows,
+        right_aligned=frozenset({3, 4, 5, 6}),
+        colours=lambda column, cell: console.STATUS_COLOURS.get(cell) if column == 1 else None,
+        colour=console.colour_enabled(sys.stdout),
+    )
 
 
 @jobs_app.command("describe")
@@ -506,23 +667,7 @@ def jobs_describe(
     _check_job_name(job_name)
     view = _open_view(ctx.obj, target)
     record = view.view(job_name) if not isinstance(view, LocalApp) else view.refresh(job_name)
-    details = {
-        **_job_json(view, record),
-        **record.model_dump(
-            mode="json",
-            include={
-                "idempotency_key",
-                "manifest_uri",
-                "created_at",
-                "started_at",
-                "ended_at",
-                "exit_message",
-                "waiting_reason",
-                "log_tail",
-                "request",
-            },
-        ),
-    }
+    details = job_details(view, record)
     if as_json:
         _out(json.dumps(details, indent=2))
         return
@@ -544,7 +689,10 @@ def jobs_logs(
     ] = False,
     target: TargetOption = Target.LOCAL,
 ) -> None:
-    """Print a job's output (stdout and stderr of its container command)."""
+    """Print a job's output (stdout and stderr of its container command).
+
+    A job on several instances has a log per host; each line then starts with ``[algo-2]``.
+    """
     _check_job_name(job_name)
     if target == Target.AWS:
         from prepflow.aws.app import build_aws_app
@@ -552,22 +700,69 @@ def jobs_logs(
         _aws_logs(build_aws_app(_setup(ctx.obj)), job_name, follow=follow)
         return
     local = _existing_app(ctx.obj)
-    local.jobs.get(job_name)
-    path = local.store.buckets_root / local.settings.buckets.logs / "logs" / job_name / "algo-1.log"
-    position = 0
+    count = instance_count(local.jobs.get(job_name).request)
+    logs = [
+        _HostLog((local.settings.buckets.logs, f"logs/{job_name}/{host}.log"), host, count > 1)
+        for host in host_names(count)
+    ]
     while True:
-        if path.is_file():
-            with path.open("rb") as handle:
-                handle.seek(position)
-                while chunk := handle.read(LOG_CHUNK_BYTES):
-                    position += len(chunk)
-                    sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+        for log in logs:
+            log.position = max(log.position, _print_log(local, log.key, log.position, log.write))
         if not follow or local.refresh(job_name).status.is_terminal:
-            if follow and path.is_file() and path.stat().st_size > position:
-                continue
+            for log in logs:
+                if follow:
+                    # What the job wrote just before its end.
+                    _print_log(local, log.key, log.position, log.write)
+                log.flush()
             break
         time.sleep(0.25)
+
+
+@dataclass
+class _HostLog:
+    """One host's log object; with ``prefixed``, each line is printed after ``[host]``."""
+
+    key: tuple[str, str]
+    host: str
+    prefixed: bool
+    position: int = 0
+    # The end of the last chunk, held until its line is complete.
+    partial: bytes = b""
+
+    def write(self, chunk: bytes) -> None:
+        if not self.prefixed:
+            sys.stdout.buffer.write(chunk)
+            return
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        for line in lines:
+            sys.stdout.buffer.write(b"[%s] %s\n" % (self.host.encode(), line))
+
+    def flush(self) -> None:
+        if self.partial:
+            self.write(b"\n")
+        sys.stdout.flush()
+
+
+def _print_log(
+    local: LocalApp, log: tuple[str, str], position: int, write: Callable[[bytes], object]
+) -> int:
+    """Print a log object from ``position`` on; return its size (0 while there is none).
+
+    The store opens it without following links, so a link planted in the logs bucket is
+    reported, not read.
+    """
+    try:
+        with local.store.open_object(*log) as (handle, _):
+            handle.seek(position)
+            while chunk := handle.read(LOG_CHUNK_BYTES):
+                position += len(chunk)
+                write(chunk)
+    except ObjectNotFoundError:
+        return 0
+    except StorageError as error:
+        raise Exit(EXIT_FAILED, f"cannot read the log of the job: {error}") from error
+    sys.stdout.flush()
+    return position
 
 
 @jobs_app.command("stop")
@@ -575,6 +770,10 @@ def jobs_stop(
     ctx: typer.Context,
     job_name: Annotated[str, typer.Argument(help="Job name")],
     wait: Annotated[bool, typer.Option(help="Wait until the job has stopped")] = True,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the job name, its status and whether a stop was sent"),
+    ] = False,
     target: TargetOption = Target.LOCAL,
 ) -> None:
     """Stop a running job (locally its processes get SIGTERM, then SIGKILL)."""
@@ -582,15 +781,23 @@ def jobs_stop(
     view = _open_view(ctx.obj, target)
     record = view.refresh(job_name) if isinstance(view, LocalApp) else view.view(job_name)
     if record.status.is_terminal:
-        _out(f"{job_name} already ended: {record.status}")
+        if as_json:
+            _out(json.dumps({"job_name": job_name, "status": record.status.value, "stop": False}))
+        else:
+            _out(f"{job_name} already ended: {record.status}")
         return
     if isinstance(view, LocalApp):
         view.runner.stop(job_name)
     else:
         view.backend.stop(job_name)
-    _err(f"stop requested for {job_name}")
+    if not as_json:
+        _err(f"stop requested for {job_name}")
     if wait:
-        (record,) = view.wait([job_name])
+        with console.WaitStatus(console.stderr_line(quiet=as_json), [job_name]) as status:
+            (record,) = view.wait([job_name], on_poll=status.update)
+    if as_json:
+        _out(json.dumps({"job_name": job_name, "status": record.status.value, "stop": True}))
+    elif wait:
         _out(f"{job_name} {record.status}")
 
 
@@ -625,6 +832,9 @@ def synth(
     output: Annotated[
         Path, typer.Option(help="Folder for the cloud assembly (templates and assets)")
     ] = Path("cdk.out"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the template's path as JSON")
+    ] = False,
 ) -> None:
     """Synthesize the AWS CDK app offline and write its CloudFormation template."""
     _setup(ctx.obj)
@@ -645,7 +855,128 @@ def synth(
             f"the CDK libraries are not installed ({error}); run pip install -e '.[infra]'",
         ) from error
     template = synthesize(env, output)
-    _out(str(template))
+    _out(json.dumps({"template": str(template)}) if as_json else str(template))
+
+
+# -- deploy and destroy -------------------------------------------------------------------------
+
+DeployEnvOption = Annotated[str, typer.Option("--env", help="Environment: dev, staging or prod")]
+DeployPrefixOption = Annotated[
+    str | None,
+    typer.Option(
+        "--app-prefix",
+        help="Stack name and prefix of every resource name. Default: the global --app-prefix, "
+        "else the environment's own (prepflow-dev for dev)",
+    ),
+]
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    env: DeployEnvOption = "dev",
+    app_prefix: DeployPrefixOption = None,
+    alarm_email: Annotated[
+        str | None, typer.Option(help="E-mail address subscribed to the job notifications")
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Deploy IAM and security changes without CDK's approval prompt"),
+    ] = False,
+) -> None:
+    """Deploy the stack with the AWS CDK command line (needs Node.js, Docker and credentials)."""
+    from prepflow import deploy as cdk
+
+    context: Context = ctx.obj
+    _setup(context, default_level="INFO")
+    project = cdk.find_project(_checkout_root())
+    cdk.check_node()
+    cdk.check_docker()
+    cdk.aws_session()
+    prefix = app_prefix or context.overrides.get("app_prefix")
+    config = cdk.load_config(project, env, app_prefix=prefix, alarm_email=alarm_email)
+
+    _ensure_cdk_cli(project)
+    _run_cdk(project, cdk.cdk_command(project, "deploy", config, approve=yes))
+
+
+@app.command()
+def destroy(
+    ctx: typer.Context,
+    env: DeployEnvOption = "dev",
+    app_prefix: DeployPrefixOption = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Destroy without asking for confirmation")
+    ] = False,
+) -> None:
+    """Delete the stack, after stopping its jobs and emptying its buckets unless it keeps data."""
+    from prepflow import deploy as cdk
+    from prepflow.aws.clients import AwsClients
+
+    context: Context = ctx.obj
+    _setup(context, default_level="INFO")
+    project = cdk.find_project(_checkout_root())
+    cdk.check_node()
+    session = cdk.aws_session()
+    prefix = app_prefix or context.overrides.get("app_prefix")
+    config = cdk.load_config(project, env, app_prefix=prefix, alarm_email=None)
+    _confirm_destroy(config, session.region_name, yes=yes)
+    # The CDK command line is installed before anything is deleted, so a failed install
+    # leaves the deployment whole.
+    _ensure_cdk_cli(project)
+
+    clients = AwsClients(session)
+    jobs = cdk.stop_jobs(clients, config)
+    for job_name in jobs.stopped:
+        _err(f"stop requested for processing job {job_name}")
+    for job_name, reason in jobs.not_stopped.items():
+        _err(f"processing job {job_name} not stopped (already stopping or ended): {reason}")
+    if config.retain_data:
+        _err(f"{config.environment} keeps its data: these stay after the stack is deleted")
+        for resource in cdk.kept_resources(config):
+            _err(f"  kept: {resource}")
+    else:
+        for bucket, deleted in cdk.empty_buckets(clients, config).items():
+            result = "not found" if deleted is None else f"{deleted} object versions deleted"
+            _err(f"emptied bucket {bucket}: {result}")
+    _run_cdk(project, cdk.cdk_command(project, "destroy", config))
+
+
+def _checkout_root() -> Path:
+    """Return the folder above src/, which contains infra/ in a source checkout."""
+    return Path(__file__).resolve().parents[2]
+
+
+def _confirm_destroy(config: DeploymentConfig, region: str, *, yes: bool) -> None:
+    if yes:
+        return
+    stack = f"stack {config.app_prefix} ({config.environment}) in {region}"
+    if not sys.stdin.isatty():
+        raise Exit(
+            EXIT_USAGE,
+            f"prepflow destroy deletes {stack} and asks for confirmation, but stdin is not a "
+            "terminal; pass --yes to destroy without confirmation",
+        )
+    data = "keeping its buckets and table" if config.retain_data else "emptying its buckets"
+    if not typer.confirm(f"Delete {stack}, {data}?", default=False):
+        raise Exit(EXIT_FAILED, "destroy cancelled: nothing was changed")
+
+
+def _ensure_cdk_cli(project: CdkProject) -> None:
+    from prepflow import deploy as cdk
+
+    if not project.cli_installed:
+        _err(f"node_modules lacks the AWS CDK command line: running npm ci in {project.root}")
+        cdk.install_cli(project)
+
+
+def _run_cdk(project: CdkProject, command: list[str]) -> None:
+    from prepflow import deploy as cdk
+
+    _err("running: " + " ".join(command))
+    code = cdk.run_cdk(project, command)
+    if code != 0:
+        raise Exit(EXIT_FAILED, f"{' '.join(command[2:4])} failed with exit code {code}")
 
 
 # -- doctor -------------------------------------------------------------------------------------
@@ -660,11 +991,7 @@ def doctor(
     """Check that prepflow can run here (or that a deployment can), and how to fix it."""
     settings = _setup(ctx.obj)
     if target != Target.AWS:
-        raise Exit(
-            EXIT_USAGE,
-            "only 'prepflow doctor --target aws' exists so far; the local mode checks its "
-            "prerequisites when a job starts",
-        )
+        _local_doctor(settings, as_json=as_json)
     from prepflow.aws.clients import aws_clients
     from prepflow.aws.doctor import check_deployment
 
@@ -678,6 +1005,96 @@ def doctor(
             if check.fix:
                 _out(f"      fix: {check.fix}")
     raise Exit(EXIT_FAILED if any(c.status == "problem" for c in checks) else EXIT_OK)
+
+
+def _local_doctor(settings: Settings, *, as_json: bool) -> None:
+    """Print the local checks; exit with 1 when a required one failed."""
+    from prepflow.doctor import check_local
+
+    checks = check_local(settings)
+    if as_json:
+        _out(json.dumps([check.as_json() for check in checks], indent=2))
+    else:
+        colour = console.colour_enabled(sys.stdout)
+        for check in checks:
+            if check.ok:
+                mark = console.paint("ok  ", "green", enabled=colour)
+            elif check.required:
+                mark = console.paint("FAIL", "red", enabled=colour)
+            else:
+                mark = console.paint("warn", "yellow", enabled=colour)
+            _out(f"{mark}  {check.check}: {check.detail}")
+            if not check.ok:
+                _out(f"      fix: {check.fix}")
+    failed = any(check.required and not check.ok for check in checks)
+    raise Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder to write the files into (created if missing)")
+    ] = Path("."),
+    force: Annotated[bool, typer.Option(help="Replace files that exist already")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the written files and next command as JSON")
+    ] = False,
+) -> None:
+    """Write a starter recipe, an example script and sample data to try them on."""
+    from prepflow.starter import write_starter
+
+    written = write_starter(folder, force=force)
+    recipe, script, data = (_shown_path(path) for path in written)
+    next_command = f"prepflow run --recipe {recipe} {data}"
+    if as_json:
+        files = [str(path) for path in written]
+        _out(json.dumps({"files": files, "next": next_command}, indent=2))
+        return
+    for path in written:
+        _out(f"wrote {_shown_path(path)}")
+    _out("")
+    _out(f"next, run the built-in step with the recipe:  {next_command}")
+    _out(f"or run the example script instead:  prepflow run --script {script} {data}")
+
+
+def _shown_path(path: Path) -> str:
+    """Return ``path`` as a person would type it from the current folder."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+# -- ui -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def ui(
+    ctx: typer.Context,
+    port: Annotated[
+        int,
+        typer.Option(help="TCP port to listen on; 0 picks a free one", min=0, max=65535),
+    ] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(help="Loopback address to listen on; other addresses are rejected"),
+    ] = "127.0.0.1",
+) -> None:
+    """Serve a read-only dashboard of the local jobs; prints its URL, stops on Ctrl-C."""
+    from prepflow.ui.api import Dashboard
+    from prepflow.ui.server import check_host, serve
+
+    check_host(host)
+    local = _existing_app(ctx.obj)
+
+    def announce(url: str) -> None:
+        _out(f"dashboard: {url}")
+        sys.stdout.flush()
+
+    serve(Dashboard(local), host=host, port=port, announce=announce)
 
 
 # -- shared -------------------------------------------------------------------------------------
@@ -696,19 +1113,19 @@ def _existing_app(context: Context) -> LocalApp:
     settings = _setup(context)
     if not _is_home(settings):
         raise Exit(
-            EXIT_FAILED,
+            EXIT_NOT_FOUND,
             f"no prepflow home at {settings.home.resolve()}: nothing has run there; set --home "
             "or PREPFLOW_HOME to the folder your jobs ran in",
         )
-    return build_local_app(settings, check_runner=False)
+    return build_local_app(settings)
 
 
 def _check_job_name(job_name: str) -> None:
     if not JOB_NAME_PATTERN.match(job_name):
         raise Exit(
-            EXIT_FAILED,
-            f"processing job not found: {job_name!r} is not a valid job name (1 to 63 letters, "
-            "digits or hyphens); run 'prepflow jobs list' to see job names",
+            EXIT_USAGE,
+            f"invalid job name {job_name!r}: a job name is 1 to 63 letters, digits or "
+            "hyphens; run 'prepflow jobs list' to see job names",
         )
 
 
@@ -749,7 +1166,12 @@ def _finish(
     problems = [o for o in outcomes if o.kind in failing]
     names = list(dict.fromkeys(o.job_name for o in outcomes if o.job_name))
     try:
-        records = local.wait(names, timeout=timeout) if wait else [local.jobs.get(n) for n in names]
+        with console.WaitStatus(console.stderr_line(quiet=as_json or not wait), names) as status:
+            records = (
+                local.wait(names, timeout=timeout, on_poll=status.update)
+                if wait
+                else [local.jobs.get(n) for n in names]
+            )
     except TimeoutError as error:
         raise Exit(EXIT_FAILED, f"{error}; they keep running: see 'prepflow jobs list'") from error
     _show_jobs(local, records, as_json=as_json)
@@ -759,15 +1181,20 @@ def _finish(
 
 def _show_jobs(view: LocalApp | AwsApp, records: list[JobRecord], *, as_json: bool) -> None:
     if as_json:
-        _out(json.dumps([_job_json(view, r) for r in records], indent=2))
+        _out(json.dumps([job_summary(view, r) for r in records], indent=2))
         return
     for record in records:
         _print_job(view, record)
 
 
 def _print_job(local: LocalApp | AwsApp, record: JobRecord) -> None:
+    status = console.paint(
+        record.status.value,
+        console.STATUS_COLOURS.get(record.status.value),
+        enabled=console.colour_enabled(sys.stdout),
+    )
     _out(
-        f"{record.job_name}  {record.status}  {_seconds(record.duration_s)}  "
+        f"{record.job_name}  {status}  {_seconds(record.duration_s)}  "
         f"rows in {_count(record.rows_in)}, out {_count(record.rows_out)}, "
         f"rejected {_count(record.rows_rejected)}"
     )
@@ -789,49 +1216,13 @@ def _print_job(local: LocalApp | AwsApp, record: JobRecord) -> None:
         ("artifacts", ARTIFACTS_FILE),
     )
     for output_name, file_name in side_outputs:
-        found = _side_output(local, record, output_name, file_name)
+        found = side_output(local, record, output_name, file_name)
         if found is not None:
             _out(f"  {output_name + ':':<9} {found.get('path', found['uri'])}")
     if record.failure_reason:
         _out("  reason: " + record.failure_reason.replace("\n", "\n          "))
     if record.waiting_reason and not record.status.is_terminal:
         _out(f"  note:   {record.waiting_reason}")
-
-
-def _job_json(local: LocalApp | AwsApp, record: JobRecord) -> dict[str, Any]:
-    return {
-        "job_name": record.job_name,
-        "status": record.status.value,
-        "inputs": record.inputs,
-        "outputs": local.output_files(record),
-        "failure_reason": record.failure_reason,
-        "rows_in": record.rows_in,
-        "rows_out": record.rows_out,
-        "rows_rejected": record.rows_rejected,
-        "rejected": _side_output(local, record, "rejected", REJECTED_FILE),
-        "report": _side_output(local, record, "report", REPORT_HTML),
-        "artifacts": _side_output(local, record, "artifacts", ARTIFACTS_FILE),
-        "duration_s": record.duration_s,
-        "log_uri": record.log_uri,
-    }
-
-
-def _side_output(
-    local: LocalApp | AwsApp, record: JobRecord, output_name: str, file_name: str
-) -> dict[str, str] | None:
-    """Return the URI (and local path) of a file in one of the built-in step's side outputs."""
-    if not isinstance(local, LocalApp):
-        return local.side_output(record, output_name, file_name) or None
-    if record.status != JobStatus.COMPLETED:
-        return None
-    outputs = record.request.get("ProcessingOutputConfig", {}).get("Outputs", [])
-    for output in outputs:
-        if output.get("OutputName") == output_name:
-            uri = output["S3Output"]["S3Uri"].rstrip("/") + "/" + file_name
-            path = local.local_path(uri)
-            if path.is_file():
-                return {"uri": uri, "path": str(path)}
-    return None
 
 
 def _supported(path: Path, settings: Settings) -> bool:
@@ -859,23 +1250,5 @@ def _err(text: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the app and turn prepflow's errors into exit codes.
-
-    Typer's standalone mode prints usage errors and exits with 2 itself; prepflow's own
-    errors come through here.
-    """
-    try:
-        app()
-    except Exit as done:
-        if done.message:
-            _err(("error: " if done.code else "") + done.message)
-        sys.exit(done.code)
-    except ConfigurationError as error:
-        _err(f"error: {error}")
-        sys.exit(EXIT_USAGE)
-    except PrepflowError as error:
-        _err(f"error: {error}")
-        sys.exit(EXIT_FAILED)
-    except KeyboardInterrupt:
-        _err("interrupted; jobs already started keep running (see 'prepflow jobs list')")
-        sys.exit(130)
+    """Console entry point; ``_PrepflowGroup`` turns prepflow's errors into exit codes."""
+    app()

@@ -16,7 +16,9 @@
     │   ├── JobNotFoundError        no job with that name
     │   ├── CapacityError           no capacity for the job now (``ResourceLimitExceeded``)
     │   └── ThrottledError          the backend throttled the request and retries ran out
+    ├── DatabaseBusyError           a local SQLite database stayed locked past the wait limit
     ├── JobStoreError               the job store refused a write
+    │   ├── JobTableNotFoundError   the DynamoDB job table does not exist
     │   └── IllegalTransitionError  a status change the job lifecycle does not allow
     ├── IsolationError              the local runner cannot give a script ``/opt/ml``
     └── ProcessingError             the processing step rejected its input (inside the job)
@@ -28,7 +30,9 @@ Library errors (``OSError``, ``sqlite3.Error``, ``json.JSONDecodeError``, botoco
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -136,8 +140,31 @@ class ThrottledError(JobError):
         self.attempts = attempts
 
 
+class DatabaseBusyError(PrepflowError):
+    """Another connection held a local SQLite database's write lock for the whole wait.
+
+    The change that waited was not written. It is not a ``JobStoreError``: the database is
+    usable, only busy, so the fix is to free the lock, not to change the home.
+    """
+
+    def __init__(self, path: Path, waited_seconds: float, limit_seconds: float) -> None:
+        super().__init__(
+            f"database {str(path)!r} stayed locked by another process for {waited_seconds:.1f} s "
+            f"(PREPFLOW_DB_LOCK_WAIT_SECONDS={limit_seconds:g}), so the change was not written. "
+            f"Find the process that holds it open (for example 'fuser {path}'), let it finish "
+            "or stop it, and run the command again; or raise PREPFLOW_DB_LOCK_WAIT_SECONDS"
+        )
+        self.path = path
+        self.waited_seconds = waited_seconds
+        self.limit_seconds = limit_seconds
+
+
 class JobStoreError(PrepflowError):
     """The job store refused or failed a write."""
+
+
+class JobTableNotFoundError(JobStoreError):
+    """The DynamoDB job table named by the settings does not exist in the region."""
 
 
 class IllegalTransitionError(JobStoreError):
@@ -150,3 +177,30 @@ class IsolationError(PrepflowError):
 
 class ProcessingError(PrepflowError):
     """The processing step rejected its input; the message is the job's failure reason."""
+
+
+# A full file system or an exhausted quota: a retry meets the same wall until space is freed.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(error: OSError) -> bool:
+    """Tell whether ``error`` is a full file system or an exhausted quota.
+
+    polars raises OSError without ``errno`` and with Rust's text, "No space left on device
+    (os error 28)", so the number is also looked for in the message.
+    """
+    if error.errno is not None:
+        return error.errno in NO_SPACE_ERRNOS
+    return any(f"(os error {number})" in str(error) for number in NO_SPACE_ERRNOS)
+
+
+def describe_write_error(error: OSError, path: str | Path) -> str:
+    """Return the message of a failed write to ``path``, with the fix when the disk is full."""
+    if is_no_space(error):
+        # The C library's wording (strerror), which polars' errors carry too.
+        cause = "Disk quota exceeded" if error.errno == errno.EDQUOT else "No space left on device"
+        return (
+            f"{cause} while writing {path}: free space on that file system (or raise the "
+            "quota), then upload the file again"
+        )
+    return f"cannot write {path}: {error.strerror or error}"

@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
-
 from prepflow.errors import EventError
 
 logger = logging.getLogger(__name__)
@@ -104,6 +102,10 @@ def parse_trigger_event(payload: Mapping[str, Any] | str | bytes) -> list[Trigge
     event = _load_json(payload, description="trigger event")
     records = event.get("Records")
     if isinstance(records, list) and records and _is_sqs_batch(records):
+        # Imported on use: the powertools data classes take about 0.1 s to import, which
+        # every job's supervisor process would pay without ever parsing an event.
+        from aws_lambda_powertools.utilities.data_classes import SQSEvent
+
         return [_parse_sqs_message(record) for record in SQSEvent(dict(event)).records]
     return [TriggerMessage(message_id=None, notifications=tuple(_parse_body(event)))]
 
@@ -245,6 +247,8 @@ def _parse_s3_record(record: Mapping[str, Any], index: int) -> Notification:
         _check_s3_shape(record.get("s3"), key_field="key", etag_field="eTag")
     except ValueError as error:
         return MalformedRecord(f"S3 record {index} is invalid: {error}")
+    from aws_lambda_powertools.utilities.data_classes import S3Event  # imported on use, as above
+
     parsed = next(iter(S3Event({"Records": [record]}).records))
     s3_object = parsed.s3.get_object
     return ObjectCreated(
@@ -334,6 +338,8 @@ def _parse_manual(event: Mapping[str, Any]) -> Notification:
     ):
         return MalformedRecord(f"output_data_path must be an s3:// URI, got {output_uri!r}")
     request_id = event.get("request_id")
+    if request_id is not None and not isinstance(request_id, str):
+        return MalformedRecord(f"request_id must be text, got {request_id!r}"[:200])
     return ManualRequest(
         input_uri=input_uri,
         output_uri=output_uri,

@@ -22,17 +22,25 @@ _DATA_SUFFIXES = re.compile(r"(\.(csv|tsv|txt|json|jsonl|ndjson|parquet|gz|gzip|
 
 
 def object_idempotency_key(
-    bucket: str, key: str, *, version_id: str | None, sequencer: str | None
+    bucket: str,
+    key: str,
+    *,
+    version_id: str | None,
+    sequencer: str | None,
+    etag: str | None = None,
 ) -> str:
     """Return the key that makes two ObjectCreated events the same work.
 
     A version id names one upload exactly; without versioning, the sequencer does (S3 gives
-    each PUT of a key a larger sequencer). With neither, the object itself is the unit.
+    each PUT of a key a larger sequencer). A listing gives neither on S3, so there the ETag
+    distinguishes uploads. With none of them, the object itself is the unit.
     """
     if version_id:
         return f"s3://{bucket}/{key}#version={version_id}"
     if sequencer:
         return f"s3://{bucket}/{key}#sequencer={sequencer.upper()}"
+    if etag:
+        return f"s3://{bucket}/{key}#etag={etag}"
     return f"s3://{bucket}/{key}"
 
 
@@ -45,6 +53,30 @@ def manual_idempotency_key(
         digest.update(f"{key}\0{etag}\n".encode())
     suffix = f"#request={request_id}" if request_id else ""
     return f"manual:{digest.hexdigest()}->{output_uri}{suffix}"
+
+
+def attempt_key(first_key: str, attempt: int) -> str:
+    """Return the idempotency key of the ``attempt``-th job of a trigger; the first keeps it."""
+    return first_key if attempt == 1 else f"{first_key}#attempt={attempt}"
+
+
+def first_attempt_key(idempotency_key: str, attempt: int) -> str:
+    """Return the key of a trigger's first job from the key of its ``attempt``-th job."""
+    return idempotency_key.removesuffix(attempt_key("", attempt))
+
+
+def batch_idempotency_key(object_keys: Iterable[str]) -> str:
+    """Return the key of a batch job: its objects' idempotency keys, in any order.
+
+    A batch of one object is that object's own job, so it keeps the object's key.
+    """
+    unique = sorted(set(object_keys))
+    if len(unique) == 1:
+        return unique[0]
+    digest = hashlib.sha256()
+    for key in unique:
+        digest.update(f"{key}\n".encode())
+    return f"batch:{digest.hexdigest()}"
 
 
 def job_name(job_prefix: str, idempotency_key: str, source_key: str) -> str:

@@ -18,6 +18,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prepflow.errors import ConfigurationError, StorageError
 from prepflow.jobs.spec import MAX_INSTANCE_COUNT, MAX_RUNTIME_LIMIT_SECONDS, ROLE_ARN_PATTERN
+from prepflow.processing.limits import (
+    DEFAULT_MAX_DECOMPRESSION_RATIO,
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_DECOMPRESSION_RATIO_VARIABLE,
+    MAX_RECORD_BYTES_VARIABLE,
+)
 from prepflow.processing.paths import DATA_SUFFIXES
 from prepflow.storage.base import check_bucket_name, check_key, parse_s3_uri
 
@@ -25,6 +31,10 @@ from prepflow.storage.base import check_bucket_name, check_key, parse_s3_uri
 # placeholder keeps local job specs identical in shape to the ones sent to SageMaker.
 LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/prepflow-local-runner"
 LOCAL_IMAGE_URI = "prepflow-processing:local"
+# Objects of one batch job: DynamoDB writes a job in one transaction of at most 100 items
+# (API reference, "TransactWriteItems"): the job item, its idempotency-key item, a marker's
+# claim item, and one claim item per object.
+MAX_BATCH_OBJECTS = 97
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,20 @@ class Settings(BaseSettings):
     input_suffixes: Annotated[tuple[str, ...], NoDecode] = Field(
         DATA_SUFFIXES, validation_alias="PREPFLOW_INPUT_SUFFIXES", min_length=1
     )
+    # Seconds over which new objects are collected into one job; 0 starts one job per
+    # object. Locally the watcher waits this long after the first settled file. On AWS the
+    # SQS event source's batching window collects, and any value above 0 makes the trigger
+    # function start one job per SQS batch.
+    batch_window_seconds: float = Field(
+        0.0, validation_alias="PREPFLOW_BATCH_WINDOW_SECONDS", ge=0, le=3600
+    )
+    # Objects per batch job; a larger batch is split into several jobs.
+    batch_max_objects: int = Field(
+        MAX_BATCH_OBJECTS, validation_alias="PREPFLOW_BATCH_MAX_OBJECTS", ge=1, le=MAX_BATCH_OBJECTS
+    )
+    # File name of the marker object (usually _SUCCESS) that starts one job over the data
+    # objects of its folder; data objects alone then start nothing. Empty turns marker mode off.
+    marker: str = Field("", validation_alias="PREPFLOW_MARKER", pattern=r"^[^/]*$", max_length=255)
     # Processed data goes under this prefix of the processed-data bucket, one folder per job.
     output_prefix: str = Field("output/", validation_alias="PREPFLOW_OUTPUT_PREFIX")
     # Readable start of every job name; SageMaker permissions are scoped to "<prefix>-*".
@@ -101,8 +125,26 @@ class Settings(BaseSettings):
     isolation: Literal["auto", "namespace", "none"] = Field(
         "auto", validation_alias="PREPFLOW_ISOLATION"
     )
+    # Jobs started for one object, the first included, when a job fails for a reason a new
+    # attempt may not meet: its local runner process died, or its command was killed by a
+    # signal. Each new attempt is a new job with a name of its own; 1 turns re-drives off.
+    job_attempts: int = Field(3, validation_alias="PREPFLOW_JOB_ATTEMPTS", ge=1, le=20)
+    # The built-in step rejects a record (a CSV row or a JSON line) longer than this many
+    # bytes, and a gzip input that expands more than this many times its compressed size.
+    # Both reach the job through its Environment.
+    max_record_bytes: int = Field(
+        DEFAULT_MAX_RECORD_BYTES, validation_alias=MAX_RECORD_BYTES_VARIABLE, ge=1
+    )
+    max_decompression_ratio: int = Field(
+        DEFAULT_MAX_DECOMPRESSION_RATIO, validation_alias=MAX_DECOMPRESSION_RATIO_VARIABLE, ge=1
+    )
     # ProcessingClusterConfig.VolumeSizeInGB: 1 to 16,384.
     volume_size_gb: int = Field(30, validation_alias="PREPFLOW_VOLUME_SIZE_GB", ge=1, le=16384)
+    # Seconds a write to a local SQLite database (jobs.db, store.db) waits for a lock that
+    # another process holds, retrying with backoff, before it fails and names the file.
+    db_lock_wait_seconds: float = Field(
+        60.0, validation_alias="PREPFLOW_DB_LOCK_WAIT_SECONDS", gt=0, le=3600
+    )
 
     # AWS deployment: the DynamoDB table of job records (default "<APP_PREFIX>-jobs"), the SNS
     # topic for terminal job states, and how often a submission turned down for capacity
@@ -199,7 +241,7 @@ class Settings(BaseSettings):
                 check_bucket_name(name)
             except StorageError as error:
                 raise ValueError(
-                    f"APP_PREFIX {self.app_prefix!r} gives {error}; use at most 39 lowercase "
+                    f"APP_PREFIX {self.app_prefix!r} gives {error}; use at most 40 lowercase "
                     "letters, digits and hyphens"
                 ) from error
         return self

@@ -212,7 +212,7 @@ def test_describe_unknown_job_target_aws(deployment: Deployment, tmp_path: Path)
         home=tmp_path,
     )  # fmt: skip
 
-    assert done.returncode == 1
+    assert done.returncode == 3
     assert "not found" in done.stderr
 
 
@@ -262,3 +262,16 @@ def test_run_target_aws_without_trigger_stops_at_timeout(
     assert done.returncode == 1
     assert "no job started for" in done.stderr
     assert "doctor --target aws" in done.stderr
+
+
+def test_missing_job_table_exits_3(moto_server: str, server_client, tmp_path: Path) -> None:
+    # Nothing deployed under this prefix: the job table is missing, so the command names it.
+    settings = load_settings(
+        app_prefix=f"absent-{uuid.uuid4().hex[:8]}", region=REGION, sagemaker_role_arn=ROLE_ARN
+    )
+    absent = Deployment(settings, deployment_environment(settings, moto_server), server_client, [])
+
+    done = prepflow(absent, "jobs", "list", "--target", "aws", home=tmp_path)
+
+    assert done.returncode == 3, done.stderr
+    assert f"table {settings.table_name!r} not found" in done.stderr

@@ -650,3 +650,37 @@ def test_connection_error_translated():
         jobs.get(NAME)
 
     assert isinstance(caught.value.__cause__, BotoCoreError)
+
+
+# -- claims -------------------------------------------------------------------------------------
+
+
+def claims_of(count: int) -> list[str]:
+    return [f"s3://acme-ml-raw/input/part-{i}.csv#sequencer=0A" for i in range(count)]
+
+
+def test_claim_items_written(client, jobs):
+    jobs.create_claiming(new_record(key="batch:abc", claims=claims_of(2)))
+
+    for claim in claims_of(2):
+        item = raw_item(client, f"key#{claim}")
+        assert item is not None
+        assert item["job_name"]["S"] == NAME
+        assert "kind" not in item
+
+
+def test_claims_fill_one_transaction(jobs):
+    most = dynamodb.MAX_TRANSACTION_ITEMS - 2
+
+    result = jobs.create_claiming(new_record(key="batch:abc", claims=claims_of(most)))
+
+    assert result.created is True
+
+
+def test_too_many_claims_rejected(client, jobs):
+    too_many = dynamodb.MAX_TRANSACTION_ITEMS - 1
+
+    with pytest.raises(JobStoreError, match="PREPFLOW_BATCH_MAX_OBJECTS"):
+        jobs.create_claiming(new_record(key="batch:abc", claims=claims_of(too_many)))
+
+    assert raw_item(client, f"job#{NAME}") is None

@@ -136,6 +136,34 @@ def test_submit_request_names_instance_type(backend, stubber):
     assert request["AppSpecification"]["ImageUri"] == IMAGE
 
 
+def test_submit_shards_data_input_only(backend, stubber):
+    settings = load_settings(
+        region=REGION,
+        processing_instance_count=3,
+        sagemaker_role_arn=ROLE_ARN,
+        processing_image_uri=IMAGE,
+    )
+    step = StepTemplate.for_script("s3://acme-ml-artifacts/scripts/0123/", "clean.py")
+    spec = build_spec(
+        settings,
+        step,
+        name=JOB,
+        manifest_uri=f"s3://acme-ml-artifacts/manifests/{JOB}.manifest",
+        output_uri=f"s3://acme-ml-processed/output/{JOB}/",
+    )
+    request = spec.to_request()
+    stubber.add_response("create_processing_job", {"ProcessingJobArn": JOB_ARN}, request)
+
+    backend.submit(spec)
+
+    assert request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 3
+    distribution = {
+        item["InputName"]: item["S3Input"]["S3DataDistributionType"]
+        for item in request["ProcessingInputs"]
+    }
+    assert distribution == {"data": "ShardedByS3Key", "code": "FullyReplicated"}
+
+
 def test_submit_resource_in_use_is_exists(backend, stubber):
     stubber.add_client_error(
         "create_processing_job",

@@ -8,14 +8,20 @@ next to that backend.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from prepflow.aws.dynamodb import DynamoJobStore
 from prepflow.errors import IllegalTransitionError, JobNotFoundError, JobStoreError
 from prepflow.jobs.spec import JobDescription, JobStatus
 from prepflow.jobstore.base import JobRecord, JobStore
+from prepflow.jobstore.sqlite import SqliteJobStore
+from tests.aws.test_dynamodb_jobstore import OneRequestAtATime
 
 IN_PROGRESS = JobStatus.IN_PROGRESS
 COMPLETED = JobStatus.COMPLETED
@@ -490,3 +496,132 @@ def test_list_status_none_match(jobs):
 
 def test_list_empty_store(jobs):
     assert jobs.list_jobs() == []
+
+
+# -- claims -------------------------------------------------------------------------------------
+
+
+def object_key(name: str) -> str:
+    return f"s3://acme-ml-raw/input/{name}.csv#sequencer=0A"
+
+
+def batch_record(name: str, objects: list[str]) -> JobRecord:
+    keys = [object_key(o) for o in objects]
+    return JobRecord(
+        job_name=name,
+        idempotency_key=f"batch:{name}",
+        inputs=[f"s3://acme-ml-raw/input/{o}.csv" for o in objects],
+        claims=keys,
+    )
+
+
+def test_claiming_create_finds_by_claim(jobs):
+    result = jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    assert result.created is True
+    assert result.taken == {}
+    assert jobs.find_by_key(object_key("a")).job_name == "prepflow-batch-1"
+    assert jobs.find_by_key(object_key("b")).job_name == "prepflow-batch-1"
+    assert jobs.find_by_key("batch:prepflow-batch-1").job_name == "prepflow-batch-1"
+
+
+def test_batches_sharing_object_one_wins(jobs):
+    jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    result = jobs.create_claiming(batch_record("prepflow-batch-2", ["b", "c"]))
+
+    assert result.record is None
+    assert result.created is False
+    assert result.taken == {object_key("b"): "prepflow-batch-1"}
+    assert jobs.find("prepflow-batch-2") is None
+    assert jobs.find_by_key(object_key("c")) is None
+    assert [r.job_name for r in jobs.list_jobs()] == ["prepflow-batch-1"]
+
+
+def test_claiming_same_batch_returns_stored(jobs):
+    first = jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    again = jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    assert again.created is False
+    assert again.record == first.record
+    assert again.taken == {}
+
+
+def test_claim_of_object_job_taken(jobs):
+    jobs.create(new_record("prepflow-single-000000000001", key=object_key("a")))
+
+    result = jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    assert result.taken == {object_key("a"): "prepflow-single-000000000001"}
+    assert jobs.find_by_key(object_key("b")) is None
+
+
+def test_object_job_of_claimed_object(jobs):
+    jobs.create_claiming(batch_record("prepflow-batch-1", ["a", "b"]))
+
+    stored, created = jobs.create(new_record("prepflow-single-000000000001", key=object_key("a")))
+
+    assert created is False
+    assert stored.job_name == "prepflow-batch-1"
+    assert jobs.find("prepflow-single-000000000001") is None
+
+
+def test_claims_survive_updates(jobs):
+    jobs.create_claiming(batch_record("prepflow-batch-1", ["a"]))
+
+    jobs.transition("prepflow-batch-1", COMPLETED)
+
+    assert jobs.find_by_key(object_key("a")).status == COMPLETED
+
+
+def test_concurrent_claims_each_object_once(jobs):
+    # Eight batches over ten objects, each sharing objects with its neighbours.
+    batches = [
+        batch_record(f"prepflow-batch-{i}", [f"o{(i + j) % 10}" for j in range(4)])
+        for i in range(8)
+    ]
+    if isinstance(jobs, DynamoJobStore):
+        # moto checks a transaction's conditions and writes its items without a lock; see
+        # OneRequestAtATime. Threads still interleave between the store's requests.
+        jobs.client = OneRequestAtATime(jobs.client)
+    barrier = threading.Barrier(len(batches))
+
+    def create(record: JobRecord) -> Any:
+        barrier.wait(timeout=60)
+        return jobs.create_claiming(record)
+
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        results = list(pool.map(create, batches))
+
+    created = [r.record for r in results if r.created and r.record is not None]
+    assert created, "no batch was created"
+    claimed = [key for record in created for key in record.claims]
+    assert len(claimed) == len(set(claimed))
+    for record in created:
+        for key in record.claims:
+            assert jobs.find_by_key(key).job_name == record.job_name
+    for result in results:
+        if not result.created:
+            assert result.taken
+    assert len(jobs.list_jobs()) == len(created)
+
+
+def _create_in_process(path: str, name: str, objects: list[str]) -> bool:
+    return SqliteJobStore(Path(path)).create_claiming(batch_record(name, objects)).created
+
+
+def test_concurrent_claims_across_processes(tmp_path):
+    path = str(tmp_path / "jobs.db")
+    SqliteJobStore(Path(path))
+    batches = [(f"prepflow-batch-{i}", [f"o{(i + j) % 6}" for j in range(3)]) for i in range(6)]
+
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(_create_in_process, path, n, o) for n, o in batches]
+        created = [future.result(timeout=120) for future in futures]
+
+    store = SqliteJobStore(Path(path))
+    records = store.list_jobs()
+    assert sum(created) == len(records)
+    claimed = [key for record in records for key in record.claims]
+    assert len(claimed) == len(set(claimed))

@@ -39,7 +39,7 @@ def test_usage_error_exit_code(cli, arguments):
         ("SAGEMAKER_ROLE_ARN", "x", "expected an IAM role ARN"),
         ("PREPFLOW_HOME", "", "PREPFLOW_HOME='': must name a folder"),
         ("PREPFLOW_OUTPUT_PREFIX", "../x", "must be a relative S3 prefix"),
-        ("PROCESSING_INSTANCE_COUNT", "2", "runs single-instance jobs only"),
+        ("PROCESSING_INSTANCE_COUNT", "0", "PROCESSING_INSTANCE_COUNT"),
         ("PREPFLOW_ISOLATION", "docker", "PREPFLOW_ISOLATION='docker'"),
     ],
 )
@@ -110,8 +110,8 @@ def test_describe_invalid_job_name(cli, make_app):
 
     result = cli("jobs", "describe", "no/such job")
 
-    assert result.returncode == 1
-    assert "is not a valid job name" in result.stderr
+    assert result.returncode == 2
+    assert "invalid job name 'no/such job'" in result.stderr
 
 
 def test_jobs_list_ignores_instance_count(cli, make_app):

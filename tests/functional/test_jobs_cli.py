@@ -75,7 +75,7 @@ def test_unknown_job_is_error(cli, make_app):
 
     result = cli("jobs", "describe", "prepflow-no-such-job")
 
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "processing job not found: 'prepflow-no-such-job'" in result.stderr
 
 
@@ -85,7 +85,7 @@ def test_missing_home_not_created(cli, home):
 
     assert listed.returncode == 0
     assert "no jobs: no prepflow home at" in listed.stdout
-    assert described.returncode == 1
+    assert described.returncode == 3
     assert "no prepflow home at" in described.stderr
     assert not home.exists()
 

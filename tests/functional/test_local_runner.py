@@ -72,15 +72,6 @@ def test_runner_rejects_duplicate_job_name(make_app):
         app.runner.submit(spec)
 
 
-def test_runner_rejects_several_instances(make_app):
-    app = make_app()
-    request = spec_for(app).to_request()
-    request["ProcessingResources"]["ClusterConfig"]["InstanceCount"] = 2
-
-    with pytest.raises(JobSpecError, match="InstanceCount 2"):
-        app.runner.submit(ProcessingJobSpec.from_request(request))
-
-
 def test_describe_unknown_job(make_app):
     app = make_app()
 

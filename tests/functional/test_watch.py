@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from prepflow.errors import StorageError
@@ -108,6 +109,10 @@ def test_watch_once_waits_for_fresh_file(home, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("id,value\n1,a\n")
     copy_in(home, data, "fresh.csv")
+    # A modification time in the future keeps the file fresh however slowly the watcher
+    # starts, so it must wait the settle time by its own clock before taking the file.
+    target = home / "buckets" / RAW / "input" / "fresh.csv"
+    os.utime(target, (target.stat().st_atime, time.time() + 3600))
 
     once = subprocess.run(
         [sys.executable, "-m", "prepflow", "watch", "--once", "--settle", "1", "--interval", "0.2"],

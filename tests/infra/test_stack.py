@@ -236,10 +236,11 @@ def test_job_state_rule_limited_to_prefix(
     )
 
 
-def test_topic_encrypted(environment: str, templates: dict[str, Template]) -> None:
+def test_topics_encrypted(environment: str, templates: dict[str, Template]) -> None:
     topics = resources(templates[environment], "AWS::SNS::Topic")
-    assert len(topics) == 1
-    assert "KmsMasterKeyId" in next(iter(topics.values()))["Properties"]
+    assert len(topics) == 2  # job notifications and alarms
+    for topic in topics.values():
+        assert "KmsMasterKeyId" in topic["Properties"]
 
 
 def test_no_full_access_managed_policy(environment: str, templates: dict[str, Template]) -> None:
@@ -278,15 +279,66 @@ def test_sagemaker_actions_scoped_to_job_prefix(
             assert resource["Fn::Join"][1][-1] == f":processing-job/{prefix}-*", resource
 
 
-def test_log_permissions_name_sagemaker_log_group(
-    environment: str, templates: dict[str, Template]
+def test_log_permissions_name_known_log_groups(
+    environment: str, templates: dict[str, Template], configs: dict[str, DeploymentConfig]
 ) -> None:
-    statements = [
-        s
-        for s in policy_statements(templates[environment])
-        if any(action.startswith("logs:") for action in as_list(s["Action"]))
-    ]
-    assert len(statements) == 2  # the processing role's writes, the job-state function's reads
-    for statement in statements:
+    config = configs[environment]
+    function_groups = {
+        f"/aws/lambda/{config.settings.trigger_function}",
+        f"/aws/lambda/{config.app_prefix}-job-state",
+    }
+    named = []
+    for statement in policy_statements(templates[environment]):
+        if not any(action.startswith("logs:") for action in as_list(statement["Action"])):
+            continue
         arn_end = statement["Resource"]["Fn::Join"][1][-1]
-        assert arn_end == f":log-group:{LOG_GROUP}:*"
+        group = arn_end.removeprefix(":log-group:").removesuffix(":*")
+        assert arn_end == f":log-group:{group}:*"
+        named.append(group)
+    # The processing role writes the SageMaker group and the job-state function reads it.
+    # Each function writes its own group.
+    assert sorted(named) == sorted([LOG_GROUP, LOG_GROUP, *function_groups])
+
+
+def test_functions_dead_letter_failed_invokes(
+    environment: str, templates: dict[str, Template], configs: dict[str, DeploymentConfig]
+) -> None:
+    config = configs[environment]
+    template = templates[environment]
+    invoke_configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c["Properties"]
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    }
+    queues = resources(template, "AWS::SQS::Queue")
+    for name in (config.settings.trigger_function, f"{config.app_prefix}-job-state"):
+        function_id = logical_id(template, "AWS::Lambda::Function", FunctionName=name)
+        destination = invoke_configs[function_id]["DestinationConfig"]["OnFailure"]["Destination"]
+        queue_id = destination["Fn::GetAtt"][0]
+        assert queue_id in queues, name
+        # The destination is a dead-letter queue, not the trigger's source queue (the only
+        # queue with a redrive policy).
+        assert "RedrivePolicy" not in queues[queue_id]["Properties"]
+
+
+def test_state_rule_dead_letters_to_function_queue(
+    environment: str, templates: dict[str, Template], configs: dict[str, DeploymentConfig]
+) -> None:
+    config = configs[environment]
+    template = templates[environment]
+    function_id = logical_id(
+        template, "AWS::Lambda::Function", FunctionName=f"{config.app_prefix}-job-state"
+    )
+    (invoke_config,) = [
+        c["Properties"]
+        for c in resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": function_id}
+    ]
+    rules = template.find_resources(
+        "AWS::Events::Rule", {"Properties": {"EventPattern": {"source": ["aws.sagemaker"]}}}
+    )
+    (rule,) = rules.values()
+    (target,) = rule["Properties"]["Targets"]
+    assert (
+        target["DeadLetterConfig"]["Arn"]
+        == invoke_config["DestinationConfig"]["OnFailure"]["Destination"]
+    )

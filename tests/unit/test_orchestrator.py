@@ -108,7 +108,9 @@ class MemoryJobStore(JobStore):
         self.records: dict[str, JobRecord] = {}
 
     def _insert_if_absent(self, record: JobRecord) -> bool:
-        if record.job_name in self.records or self._load_by_key(record.idempotency_key):
+        if record.job_name in self.records:
+            return False
+        if any(self._load_by_key(key) for key in record.claim_keys):
             return False
         self.records[record.job_name] = record
         return True
@@ -117,7 +119,7 @@ class MemoryJobStore(JobStore):
         return self.records.get(job_name)
 
     def _load_by_key(self, idempotency_key: str) -> JobRecord | None:
-        matches = [r for r in self.records.values() if r.idempotency_key == idempotency_key]
+        matches = [r for r in self.records.values() if idempotency_key in r.claim_keys]
         return matches[0] if matches else None
 
     def _replace_if_version(self, record: JobRecord, expected_version: int) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,13 +70,23 @@ class AwsApp:
         )
 
     def wait(
-        self, job_names: list[str], *, timeout: float | None = None, poll: float = POLL_SECONDS
+        self,
+        job_names: list[str],
+        *,
+        timeout: float | None = None,
+        poll: float = POLL_SECONDS,
+        on_poll: Callable[[list[str]], object] | None = None,
     ) -> list[JobRecord]:
-        """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds."""
+        """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds.
+
+        ``on_poll`` receives the names of the jobs still running after each poll.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             records = [self.view(name) for name in job_names]
             pending = [r.job_name for r in records if not r.status.is_terminal]
+            if on_poll is not None:
+                on_poll(pending)
             if not pending:
                 return records
             if deadline is not None and time.monotonic() > deadline:

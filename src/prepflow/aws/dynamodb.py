@@ -8,12 +8,14 @@ Table design (``table_definition`` returns it, and infrastructure code must crea
   ``kind = "job"`` and ``created_at`` (UTC, fixed-width ISO 8601, so string order is time
   order) for conditions and the index.
 - One idempotency item per key: ``pk = "key#<idempotency_key>"`` with the ``job_name`` that
-  owns the key. It has no ``kind``, so the index leaves it out.
+  owns the key. It has no ``kind``, so the index leaves it out. A batch job has one more such
+  item per object it claims, keyed by the object's idempotency key.
 - Global secondary index ``jobs-by-created-at``: partition key ``kind``, sort key
   ``created_at``, all attributes projected, for listing newest first.
 
-The job item and its idempotency item are written together in one transaction, so a key
-never points to a missing job and a job name never gets a second key.
+The job item, its idempotency item and its claim items are written together in one
+transaction, each put only if absent. So a key never points to a missing job, a job name never
+gets a second key, and an object is claimed by one job at most.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from prepflow.errors import JobStoreError
+from prepflow.errors import JobStoreError, JobTableNotFoundError
 from prepflow.jobs.spec import JobStatus
 from prepflow.jobstore.base import JobRecord, JobStore
 
@@ -48,6 +50,9 @@ MAX_PARTITION_KEY_BYTES = 2048
 # A transaction cancelled with TransactionConflict (another transaction was writing one of
 # its items) is retried this many times in all; botocore does not retry it.
 TRANSACTION_ATTEMPTS = 5
+# Items one TransactWriteItems request may hold, from the DynamoDB API reference page
+# "TransactWriteItems". A job's transaction contains its job item and its key items.
+MAX_TRANSACTION_ITEMS = 100
 TRANSACTION_BACKOFF_S = 0.05
 
 _JOB_PREFIX = "job#"
@@ -104,9 +109,17 @@ class DynamoJobStore(JobStore):
 
     def _insert_if_absent(self, record: JobRecord) -> bool:
         job_item = self._job_item(record, write_id=_new_write_id())
-        key_pk = _KEY_PREFIX + record.idempotency_key
-        _check_partition_key(key_pk, record.idempotency_key)
-        key_item = {"pk": {"S": key_pk}, "job_name": {"S": record.job_name}}
+        key_items = []
+        for key in record.claim_keys:
+            key_pk = _KEY_PREFIX + key
+            _check_partition_key(key_pk, key)
+            key_items.append({"pk": {"S": key_pk}, "job_name": {"S": record.job_name}})
+        if len(key_items) + 1 > MAX_TRANSACTION_ITEMS:
+            raise JobStoreError(
+                f"job {record.job_name!r} claims {len(record.claims)} objects, but one "
+                f"DynamoDB transaction holds at most {MAX_TRANSACTION_ITEMS} items (the job, "
+                "its key and one item per object); lower PREPFLOW_BATCH_MAX_OBJECTS"
+            )
         puts = [
             {
                 "Put": {
@@ -115,7 +128,7 @@ class DynamoJobStore(JobStore):
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
-            for item in (job_item, key_item)
+            for item in (job_item, *key_items)
         ]
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
@@ -257,7 +270,7 @@ class DynamoJobStore(JobStore):
         message = error.response.get("Error", {}).get("Message", "")
         if code == "ResourceNotFoundException":
             region = self.client.meta.region_name
-            raise JobStoreError(
+            raise JobTableNotFoundError(
                 f"{where}: table {self.table_name!r} not found in region {region!r} "
                 f"({message}); deploy the stack that creates it, or set PREPFLOW_JOBS_TABLE "
                 "to the name of the deployed table"

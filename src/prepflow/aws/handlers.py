@@ -5,7 +5,11 @@
 - An SQS batch (the deployment's path, S3 -> EventBridge -> SQS). Each message is handled on
   its own, and only the ones whose failure a new delivery may resolve come back in
   ``batchItemFailures``, so SQS redelivers those alone. When every message fails,
-  Powertools' batch utility raises instead and the whole batch is redelivered.
+  Powertools' batch utility raises instead and the whole batch is redelivered. With
+  ``PREPFLOW_BATCH_WINDOW_SECONDS`` above 0 (per-batch mode, which the deployment sets from
+  the queue's batching window), the objects of all messages go into one job instead, split
+  into jobs of at most ``PREPFLOW_BATCH_MAX_OBJECTS``; a message comes back in
+  ``batchItemFailures`` when one of its objects could not be put in a job.
 - A direct S3 notification, EventBridge "Object Created" event or SNS event. Any failed
   record raises ``TriggerFailedError``, so Lambda's retries and the dead-letter queue see it.
 - A manual request ``{"input_data_path": "s3://<raw bucket>/...", "output_data_path": ...,
@@ -39,7 +43,8 @@ same way. A job that failed or stopped gets the tail of its CloudWatch log in it
 Logs are JSON lines through Powertools' Logger, whose logger is the package's own
 (``prepflow``), so every ``prepflow.*`` module logs through it with the same correlation keys
 (``job_name``, ``bucket`` and ``object_key``). Metrics go out in CloudWatch's embedded metric
-format, namespace ``prepflow``, one count per ``Metric``.
+format, one count per ``Metric``, with the namespace and dimensions of
+``prepflow.aws.names``; the deployment's alarms and dashboard read them there.
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from prepflow.aws.logs import log_tail
+from prepflow.aws.names import (
+    DEPLOYMENT_DIMENSION,
+    METRICS_NAMESPACE,
+    SERVICE,
+    Metric,
+)
 from prepflow.aws.notify import JobNotifier, console_url
 from prepflow.aws.sagemaker import description_from_response
 from prepflow.errors import (
@@ -80,6 +91,7 @@ from prepflow.events import (
     parse_trigger_event,
 )
 from prepflow.jobs.backend import JobBackend
+from prepflow.jobs.sharding import COUNT_FIELDS, instance_count, merged_counts
 from prepflow.jobs.spec import ROLE_ARN_PATTERN, JobDescription, JobStatus
 from prepflow.jobs.template import deployed_step
 from prepflow.jobstore.base import JobRecord, JobStore, utcnow
@@ -91,8 +103,6 @@ from prepflow.storage.base import ObjectInfo, check_key
 if TYPE_CHECKING:
     from prepflow.aws.clients import AwsClients
 
-SERVICE = "prepflow"
-METRICS_NAMESPACE = "prepflow"
 STATE_CHANGE_SOURCE = "aws.sagemaker"
 STATE_CHANGE_DETAIL_TYPE = "SageMaker Processing Job State Change"
 SCHEDULE_SOURCE = "aws.events"
@@ -114,23 +124,6 @@ RECONCILE_RECORD_LIMIT = 10_000
 # keeps them from being written a second time by the Lambda runtime.
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-
-
-class Metric(StrEnum):
-    """Counts in EMF: one value per invocation in which they are not zero."""
-
-    JOBS_STARTED = "JobsStarted"
-    # Trigger events whose job already existed, and state events that changed nothing
-    # (repeats, and reports older than the stored status).
-    DUPLICATE_EVENTS = "DuplicateEvents"
-    # Trigger events that start no job by design (test events, folders, other prefixes), and
-    # state events of other deployments' jobs or of jobs not in the store.
-    EVENTS_SKIPPED = "EventsSkipped"
-    # Trigger events for which no job could be started; each is retried or dead-lettered.
-    TRIGGER_FAILURES = "TriggerFailures"
-    JOBS_COMPLETED = "JobsCompleted"
-    JOBS_FAILED = "JobsFailed"
-    JOBS_STOPPED = "JobsStopped"
 
 
 class _ObjectState(StrEnum):
@@ -216,7 +209,9 @@ def current_runtime() -> Runtime:
 @metrics.log_metrics
 def trigger_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point of the trigger function; see the module docstring."""
-    return handle_trigger(event, current_runtime(), context)
+    runtime = current_runtime()
+    _tag_metrics(runtime.settings)
+    return handle_trigger(event, runtime, context)
 
 
 def handle_trigger(
@@ -243,6 +238,9 @@ def handle_trigger(
 def _handle_sqs_batch(
     event: Mapping[str, Any], runtime: Runtime, context: LambdaContext | None
 ) -> dict[str, Any]:
+    if runtime.settings.batch_window_seconds > 0:
+        return _handle_sqs_batch_as_one(event, runtime)
+
     def handle_record(record: SQSRecord) -> list[str]:
         # A batch of one keeps the message id on each outcome.
         result = _run_orchestrator({"Records": [record.raw_event]}, record.body, runtime)
@@ -261,6 +259,22 @@ def _handle_sqs_batch(
         context=context,
     )
     return dict(response)
+
+
+def _handle_sqs_batch_as_one(event: Mapping[str, Any], runtime: Runtime) -> dict[str, Any]:
+    """Start one job for the objects of every message of the batch (per-batch mode).
+
+    A message is reported in ``batchItemFailures`` when one of its objects is in no job and
+    a redelivery may change that; the others are acknowledged. When every message fails, it
+    raises instead, as Powertools' batch utility does, so the whole batch is redelivered.
+    """
+    result = _run_orchestrator(event, event, runtime)
+    _announce_final_failures(result, runtime)
+    failed = result.failed_message_ids
+    message_ids = [record.get("messageId") for record in event.get("Records", [])]
+    if failed and set(failed) >= set(message_ids):
+        raise TriggerFailedError(result.retryable_failures)
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
 def _announce_final_failures(result: TriggerResult, runtime: Runtime) -> None:
@@ -380,6 +394,14 @@ def _count_outcomes(result: TriggerResult) -> None:
     _add_metric(Metric.DUPLICATE_EVENTS, counts[OutcomeKind.DUPLICATE])
     _add_metric(Metric.EVENTS_SKIPPED, counts[OutcomeKind.SKIPPED])
     _add_metric(Metric.TRIGGER_FAILURES, counts[OutcomeKind.FAILED])
+
+
+def _tag_metrics(settings: Settings) -> None:
+    # Deployments in one account and region share the namespace, so every metric carries
+    # its deployment's APP_PREFIX, which the deployment's alarms select. Powertools warns when
+    # a dimension is set twice, so it is set once per execution environment.
+    if metrics.default_dimensions.get(DEPLOYMENT_DIMENSION) != settings.app_prefix:
+        metrics.set_default_dimensions(**{DEPLOYMENT_DIMENSION: settings.app_prefix})
 
 
 def _add_metric(metric: Metric, value: int) -> None:
@@ -646,7 +668,9 @@ def _plain_etag(etag: str) -> str:
 @metrics.log_metrics
 def job_state_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point of the job-state function; see the module docstring."""
-    return handle_job_state(event, current_runtime())
+    runtime = current_runtime()
+    _tag_metrics(runtime.settings)
+    return handle_job_state(event, runtime)
 
 
 def handle_job_state(event: Mapping[str, Any], runtime: Runtime) -> dict[str, Any]:
@@ -738,8 +762,18 @@ _END_METRICS = {
 def _record(
     runtime: Runtime, record: JobRecord, description: JobDescription
 ) -> tuple[JobRecord, bool]:
-    """Apply the description; a job that failed or stopped gets its log tail with it."""
+    """Apply the description; a job that failed or stopped gets its log tail with it.
+
+    A completed job on several instances gets the sum of its hosts' row counts, read from
+    their report files, in place of the counts in the one ExitMessage.
+    """
     changes: dict[str, Any] = {}
+    if (
+        description.status == JobStatus.COMPLETED
+        and not record.status.is_terminal
+        and instance_count(record.request) > 1
+    ):
+        changes.update(_merged_counts(runtime, record))
     ends_badly = description.status in (JobStatus.FAILED, JobStatus.STOPPED)
     if ends_badly and not record.status.is_terminal:
         try:
@@ -748,6 +782,17 @@ def _record(
             # The status and the notification matter more than the log lines.
             logger.warning("recording job %s without its log tail: %s", record.job_name, error)
     return runtime.jobs.record_description(description, **changes)
+
+
+def _merged_counts(runtime: Runtime, record: JobRecord) -> dict[str, int | None]:
+    """Return the job's row counts summed over its hosts' reports; None each when unreadable."""
+    # The job-state function's role may list and read the report prefix of the logs bucket
+    # (infra/job_state.py); a report elsewhere (a manual output location) stays unreadable.
+    try:
+        return merged_counts(runtime.orchestrator.store, record.request)
+    except PrepflowError as error:
+        logger.warning("row counts of job %s stay unknown: %s", record.job_name, error)
+        return dict.fromkeys(COUNT_FIELDS)
 
 
 def _state_change_detail(event: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -39,10 +39,15 @@ EXCLUDED_DISTRIBUTIONS = frozenset(
     {"boto3", "botocore", "s3transfer", "polars", "pyarrow", "numpy"}
 )
 PYTHON_VERSION_PATTERN = re.compile(r"^3\.\d{1,2}$")
+# The Lambda runtime the deployment uses; infra/ picks the matching runtime from it.
+LAMBDA_PYTHON_VERSION = "3.13"
 
 
 def build_bundle(
-    output_dir: Path, *, python_version: str = "3.13", platform: str = "manylinux2014_x86_64"
+    output_dir: Path,
+    *,
+    python_version: str = LAMBDA_PYTHON_VERSION,
+    platform: str = "manylinux2014_x86_64",
 ) -> Path:
     """Build the bundle into ``output_dir`` and return it.
 

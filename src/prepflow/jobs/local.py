@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prepflow.errors import JobExistsError, JobNotFoundError, JobSpecError
+from prepflow.errors import JobExistsError, JobNotFoundError
 from prepflow.jobs import isolation
 from prepflow.jobs.backend import JobBackend
 from prepflow.jobs.spec import (
@@ -36,6 +36,7 @@ from prepflow.jobs.spec import (
     ProcessingJobSpec,
     validate_request,
 )
+from prepflow.local.sqlite import DEFAULT_LOCK_WAIT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class RunnerConfig:
     max_concurrent_jobs: int
     region: str
     stop_grace_seconds: float = STOP_GRACE_SECONDS
+    # How long the supervisor's writes to jobs.db and store.db wait for another process's lock.
+    db_lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
 
 
 class JobFolder:
@@ -117,7 +120,6 @@ class LocalRunner(JobBackend):
 
     def submit(self, spec: ProcessingJobSpec) -> None:
         validate_request(spec)
-        self._check_supported(spec)
         folder = self._claim(spec)
         # From here on only the supervisor writes status.json, so no update of it is lost.
         process = self._start_supervisor(folder)
@@ -148,14 +150,6 @@ class LocalRunner(JobBackend):
         status = self._folder(job_name).read_status()
         pid = status.get("supervisor_pid")
         return pid is not None and _alive(int(pid), status.get("supervisor_start"))
-
-    def _check_supported(self, spec: ProcessingJobSpec) -> None:
-        count = spec.processing_resources.cluster_config.instance_count
-        if count != 1:
-            raise JobSpecError(
-                f"InstanceCount {count}: the local runner runs single-instance jobs only; "
-                "set PROCESSING_INSTANCE_COUNT=1 to run this job locally"
-            )
 
     def _claim(self, spec: ProcessingJobSpec) -> JobFolder:
         """Create the job's folder, complete, under its name; raise JobExistsError if taken.
@@ -214,11 +208,17 @@ class LocalRunner(JobBackend):
             return
         reason = (
             f"InternalServerError: the local runner process (pid {pid}) ended without "
-            f"recording a result; see {folder.runner_log}"
+            "recording a result: it was killed or crashed. 'prepflow watch' starts a new "
+            "job for the same file while PREPFLOW_JOB_ATTEMPTS allows; otherwise upload the "
+            f"file again. The runner's log is {folder.runner_log}"
         )
         logger.error("job %s: %s", folder.name, reason)
+        # One process group per host; "process_group" is what older supervisors wrote.
+        groups = status.get("process_groups", [])
         if "process_group" in status:
-            isolation.kill_group(int(status["process_group"]))
+            groups = [*groups, status["process_group"]]
+        for group in groups:
+            isolation.kill_group(int(group))
         folder.write_status(status=JobStatus.FAILED, failure_reason=reason, end_time=_now())
 
     def _fail_if_never_started(self, folder: JobFolder, status: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prepflow.errors import ConfigurationError, ObjectNotFoundError
+from prepflow.errors import ConfigurationError, JobSpecError, ObjectNotFoundError, StorageError
 from prepflow.jobs.spec import (
     AppSpecification,
     ClusterConfig,
@@ -24,10 +24,17 @@ from prepflow.jobs.spec import (
     S3Input,
     S3Output,
     StoppingCondition,
+    check_job_name,
+)
+from prepflow.processing.limits import (
+    DEFAULT_MAX_DECOMPRESSION_RATIO,
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_DECOMPRESSION_RATIO_VARIABLE,
+    MAX_RECORD_BYTES_VARIABLE,
 )
 from prepflow.processing.paths import ARTIFACTS_FILE
 from prepflow.settings import Settings
-from prepflow.storage.base import ObjectStore, parse_s3_uri, s3_uri
+from prepflow.storage.base import ObjectStore, check_key, parse_s3_uri, s3_uri
 
 # Container paths of the reference deployment, kept so its scripts run unchanged.
 DATA_LOCAL_PATH = "/opt/ml/processing/input"
@@ -105,13 +112,15 @@ def upload_script(store: ObjectStore, settings: Settings, path: Path) -> StepTem
 def upload_recipe(store: ObjectStore, settings: Settings, path: Path) -> StepTemplate:
     """Validate a recipe, upload it to the model-artifacts bucket, return the step that uses it.
 
-    Raises RecipeError before anything is uploaded when the recipe is invalid, and
-    ConfigurationError when the artifacts it applies do not exist.
+    Raises RecipeError before anything is uploaded when the recipe is invalid or cannot run
+    on PROCESSING_INSTANCE_COUNT instances, and ConfigurationError when the artifacts it
+    applies do not exist.
     """
     # Imported here: the recipe model needs PyYAML, which the Lambda handlers never load.
-    from prepflow.processing.recipe import load_recipe
+    from prepflow.processing.recipe import check_shardable, load_recipe
 
     recipe = load_recipe(path)
+    check_shardable(recipe, settings.processing_instance_count, source=f"recipe {str(path)!r}")
     content = path.read_bytes()
     digest = hashlib.sha256(content).hexdigest()[:16]
     bucket = settings.buckets.model_artifacts
@@ -124,7 +133,7 @@ def upload_recipe(store: ObjectStore, settings: Settings, path: Path) -> StepTem
         )
     ]
     if recipe.artifacts.apply is not None:
-        fitted_uri = artifacts_uri(settings, recipe.artifacts.apply)
+        fitted_uri = _deployed_artifacts_uri(settings, recipe.artifacts.apply)
         fitted_bucket, fitted_key = parse_s3_uri(fitted_uri)
         try:
             store.head_object(fitted_bucket, fitted_key)
@@ -171,6 +180,33 @@ def artifacts_uri(settings: Settings, reference: str) -> str:
     return s3_uri(settings.buckets.model_artifacts, key)
 
 
+def _deployed_artifacts_uri(settings: Settings, reference: str) -> str:
+    """Return the URI ``artifacts.apply`` names; raise unless it lies in the deployment.
+
+    A job reads what the recipe applies, so it must be a job name or an object of the
+    model-artifacts bucket, never a path elsewhere.
+    """
+    bucket = settings.buckets.model_artifacts
+    try:
+        if not reference.startswith("s3://"):
+            check_job_name(reference)
+        uri = artifacts_uri(settings, reference)
+        uri_bucket, key = parse_s3_uri(uri)
+        check_key(key)
+    except (JobSpecError, StorageError) as error:
+        raise ConfigurationError(
+            f"artifacts.apply {reference!r} is invalid: {error}; give the name of a job that "
+            f"fitted parameters, or the s3://{bucket}/... URI of its artifacts.json"
+        ) from error
+    if uri_bucket != bucket:
+        raise ConfigurationError(
+            f"artifacts.apply {reference!r} is outside the model-artifacts bucket "
+            f"s3://{bucket}/; give the name of a job that fitted parameters, or the URI of its "
+            "artifacts.json in that bucket"
+        )
+    return uri
+
+
 def side_output_uris(settings: Settings, job_name: str) -> dict[str, str]:
     """Return where the built-in step's rejected rows, report and artifacts of a job go."""
     buckets = settings.buckets
@@ -184,11 +220,19 @@ def side_output_uris(settings: Settings, job_name: str) -> dict[str, str]:
 def build_spec(
     settings: Settings, step: StepTemplate, *, name: str, manifest_uri: str, output_uri: str
 ) -> ProcessingJobSpec:
-    """Return the CreateProcessingJob request of one job reading exactly the manifest's objects."""
+    """Return the CreateProcessingJob request of one job reading exactly the manifest's objects.
+
+    On several instances the data input is ShardedByS3Key, so each instance reads its share
+    of the objects; the other inputs (code, recipe, fitted parameters) reach every instance.
+    """
+    sharded = settings.processing_instance_count > 1
     data = ProcessingInput(
         input_name=DATA_INPUT_NAME,
         s3_input=S3Input(
-            s3_uri=manifest_uri, local_path=DATA_LOCAL_PATH, s3_data_type="ManifestFile"
+            s3_uri=manifest_uri,
+            local_path=DATA_LOCAL_PATH,
+            s3_data_type="ManifestFile",
+            s3_data_distribution_type="ShardedByS3Key" if sharded else "FullyReplicated",
         ),
     )
     outputs = [
@@ -222,6 +266,57 @@ def build_spec(
             container_entrypoint=list(step.entrypoint),
             container_arguments=list(step.arguments) or None,
         ),
-        environment=dict(step.environment),
+        environment=_environment(settings, step),
         role_arn=settings.role_arn,
+    )
+
+
+def _environment(settings: Settings, step: StepTemplate) -> dict[str, str]:
+    """Return the job's environment: the step's own, plus the built-in step's read limits.
+
+    A limit left at its default is not written, since the step applies the same default.
+    """
+    environment = dict(step.environment)
+    if step.side_outputs:
+        limits = {
+            MAX_RECORD_BYTES_VARIABLE: (settings.max_record_bytes, DEFAULT_MAX_RECORD_BYTES),
+            MAX_DECOMPRESSION_RATIO_VARIABLE: (
+                settings.max_decompression_ratio,
+                DEFAULT_MAX_DECOMPRESSION_RATIO,
+            ),
+        }
+        environment |= {
+            name: str(value) for name, (value, default) in limits.items() if value != default
+        }
+    return environment
+
+
+def renamed_spec(spec: ProcessingJobSpec, name: str, manifest_uri: str) -> ProcessingJobSpec:
+    """Return ``spec`` as a new job ``name`` reading the manifest at ``manifest_uri``.
+
+    Everything else (command, recipe, resources, limits) stays as it was. Outputs whose S3
+    prefix ends in the old job's name (``output/<job-name>/`` and the built-in step's side
+    outputs) move to the new name, so two attempts never write to one place. An output
+    chosen by a manual request keeps its URI.
+    """
+    old_suffix = f"/{spec.name}/"
+    inputs = []
+    for item in spec.processing_inputs:
+        if item.s3_input.s3_data_type == "ManifestFile":
+            s3_input = item.s3_input.model_copy(update={"s3_uri": manifest_uri})
+            item = item.model_copy(update={"s3_input": s3_input})
+        inputs.append(item)
+    outputs = []
+    for output in spec.processing_output_config.outputs:
+        uri = output.s3_output.s3_uri
+        if uri.endswith(old_suffix):
+            uri = uri[: -len(old_suffix)] + f"/{name}/"
+        s3_output = output.s3_output.model_copy(update={"s3_uri": uri})
+        outputs.append(output.model_copy(update={"s3_output": s3_output}))
+    return spec.model_copy(
+        update={
+            "processing_job_name": name,
+            "processing_inputs": inputs,
+            "processing_output_config": ProcessingOutputConfig(outputs=outputs),
+        }
     )

@@ -3,6 +3,10 @@
 Rules:
 
 - ``create`` is put-if-absent by idempotency key: one key, one record; the first writer wins.
+- A record may also claim objects (``claims``: their idempotency keys). The record, its key and
+  its claims are written in one atomic step, and only if none of those keys belongs to another
+  record, so an object is in at most one job. A single-object job claims its object through its
+  idempotency key alone.
 - A status changes only along ``LEGAL_TRANSITIONS`` (InProgress -> Completed | Failed |
   Stopping, Stopping -> Stopped | Completed | Failed); a terminal status never changes again.
 - Every write is a compare-and-set on the record's ``version``, so two processes updating the
@@ -16,7 +20,8 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +70,10 @@ class JobRecord(BaseModel):
     # Submissions the backend turned down for lack of capacity (ResourceLimitExceeded) or
     # throttling; the orchestrator gives up after a bound.
     submit_attempts: int = 0
+    # 1 for the first job of a trigger. A re-drive after a runner died is attempt 2, 3, ...
+    # and names the job it retries in ``retry_of``.
+    attempt: int = 1
+    retry_of: str | None = None
     rows_in: int | None = None
     rows_out: int | None = None
     rows_rejected: int | None = None
@@ -73,7 +82,15 @@ class JobRecord(BaseModel):
     # sends what a failed publish did not.
     notified_at: datetime | None = None
     request: dict[str, Any] = Field(default_factory=dict)
+    # Idempotency keys of the objects a batch job processes, beyond its own key; each object
+    # belongs to one job only. Empty for a single-object job, whose key is its object's.
+    claims: list[str] = Field(default_factory=list)
     version: int = 0
+
+    @property
+    def claim_keys(self) -> list[str]:
+        """The record's idempotency key and its claims, without repeats."""
+        return list(dict.fromkeys([self.idempotency_key, *self.claims]))
 
     @property
     def duration_s(self) -> float | None:
@@ -82,6 +99,21 @@ class JobRecord(BaseModel):
             return None
         # Times from two clocks (ours and the backend's) may disagree by a little.
         return max(round((self.ended_at - start).total_seconds(), 3), 0.0)
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What ``JobStore.create_claiming`` did.
+
+    ``created`` True: ``record`` is the new record. ``record`` set with ``created`` False: a
+    record with the same idempotency key existed, and ``record`` is that one. ``record`` None:
+    some claim keys belong to other jobs (``taken`` maps each to its job name), and nothing
+    was written.
+    """
+
+    record: JobRecord | None
+    created: bool
+    taken: dict[str, str] = field(default_factory=dict)
 
 
 def output_files(store: ObjectStore, record: JobRecord) -> list[str]:
@@ -102,13 +134,18 @@ class JobStore(ABC):
 
     @abstractmethod
     def _insert_if_absent(self, record: JobRecord) -> bool:
-        """Insert ``record`` unless its job name or idempotency key exists; True if inserted."""
+        """Insert ``record`` unless its job name or any of its ``claim_keys`` exists.
+
+        The key of every stored record and each of its claims count as existing. Returns True
+        if inserted; nothing is written otherwise.
+        """
 
     @abstractmethod
     def _load(self, job_name: str) -> JobRecord | None: ...
 
     @abstractmethod
-    def _load_by_key(self, idempotency_key: str) -> JobRecord | None: ...
+    def _load_by_key(self, idempotency_key: str) -> JobRecord | None:
+        """Return the record whose idempotency key or one of whose claims is the key."""
 
     @abstractmethod
     def _replace_if_version(self, record: JobRecord, expected_version: int) -> bool:
@@ -132,6 +169,44 @@ class JobStore(ABC):
                 "inconsistent, check that its database file is writable"
             )
         return existing, False
+
+    def create_claiming(self, record: JobRecord) -> ClaimResult:
+        """Insert ``record`` with its claims unless another record holds one of its keys.
+
+        A record with the same idempotency key is returned as it is stored. A claim held by
+        another job writes nothing and names that job, so the caller can leave the object out
+        and try again with the rest.
+        """
+        if self._insert_if_absent(record):
+            logger.info("recorded job %s claiming %d keys", record.job_name, len(record.claims))
+            return ClaimResult(record, True)
+        existing = self._load_by_key(record.idempotency_key)
+        if existing is not None and existing.idempotency_key == record.idempotency_key:
+            return ClaimResult(existing, False)
+        taken = self._claim_owners(record.claim_keys)
+        if taken:
+            return ClaimResult(None, False, taken)
+        existing = self._load(record.job_name)
+        if existing is not None:
+            # Two idempotency keys gave one job name: the name's hash suffix collided.
+            raise JobStoreError(
+                f"job {record.job_name!r} exists for another idempotency key "
+                f"({existing.idempotency_key[:80]!r}); the name's hash collided, so retry "
+                "the batch with other objects"
+            )
+        raise JobStoreError(
+            f"job {record.job_name!r} was neither inserted nor found; the store is "
+            "inconsistent, check that it is writable"
+        )
+
+    def _claim_owners(self, keys: Iterable[str]) -> dict[str, str]:
+        """Return the job name holding each of ``keys`` that a record holds."""
+        owners: dict[str, str] = {}
+        for key in keys:
+            owner = self._load_by_key(key)
+            if owner is not None:
+                owners[key] = owner.job_name
+        return owners
 
     def get(self, job_name: str) -> JobRecord:
         record = self._load(job_name)

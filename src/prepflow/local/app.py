@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from prepflow.storage.base import parse_s3_uri
 from prepflow.storage.local import LocalObjectStore
 
 logger = logging.getLogger(__name__)
+
+# How long ``wait`` keeps polling while the job database cannot be read.
+READ_RETRY_SECONDS = 60.0
 
 
 @dataclass
@@ -44,15 +48,43 @@ class LocalApp:
             return self.jobs.apply_description(description)
         return record
 
-    def wait(self, job_names: list[str], *, timeout: float | None = None) -> list[JobRecord]:
-        """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds."""
+    def wait(
+        self,
+        job_names: list[str],
+        *,
+        timeout: float | None = None,
+        on_poll: Callable[[list[str]], object] | None = None,
+    ) -> list[JobRecord]:
+        """Poll until every job has ended; raise TimeoutError after ``timeout`` seconds.
+
+        ``on_poll`` receives the names of the jobs still running after each poll.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         # Short sleeps: a local job often ends within a second, and each read is a file stat
         # and one SQLite row.
         delay = 0.01
         pending = list(job_names)
+        failing_since: float | None = None
         while True:
-            pending = [name for name in pending if not self.refresh(name).status.is_terminal]
+            try:
+                pending = [name for name in pending if not self.refresh(name).status.is_terminal]
+                failing_since = None
+            except JobStoreError as error:
+                # A full disk fails even reads, because SQLite recreates its -shm file on each
+                # open. The runner of the job that filled it frees the space when it cleans
+                # up, so reads are tried again for a while before the error counts.
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    logger.warning(
+                        "cannot read job states; trying again for up to %.0f s: %s",
+                        READ_RETRY_SECONDS,
+                        error,
+                    )
+                elif now - failing_since > READ_RETRY_SECONDS:
+                    raise
+            if on_poll is not None:
+                on_poll(pending)
             if not pending:
                 return [self.jobs.get(name) for name in job_names]
             if deadline is not None and time.monotonic() > deadline:
@@ -70,25 +102,17 @@ class LocalApp:
         return self.store.buckets_root / bucket / key
 
 
-def build_local_app(
-    settings: Settings, step: StepTemplate | None = None, *, check_runner: bool = True
-) -> LocalApp:
+def build_local_app(settings: Settings, step: StepTemplate | None = None) -> LocalApp:
     """Wire the local mode under ``settings.home``, creating the folder if needed.
 
-    Raises ConfigurationError for a home that cannot be used, and (with ``check_runner``, for
-    commands that start jobs) for settings the local runner cannot run.
+    Raises ConfigurationError for a home that cannot be used.
     """
-    if check_runner and settings.processing_instance_count != 1:
-        # TODO: one process per host (algo-1 .. algo-N) with ShardedByS3Key splitting.
-        raise ConfigurationError(
-            f"PROCESSING_INSTANCE_COUNT={settings.processing_instance_count}: the local runner "
-            "runs single-instance jobs only; set it to 1 to run locally"
-        )
     home = settings.home.resolve()
     try:
         home.mkdir(parents=True, exist_ok=True)
-        store = LocalObjectStore(home, region=settings.region)
-        jobs = SqliteJobStore(home / "jobs.db")
+        lock_wait = settings.db_lock_wait_seconds
+        store = LocalObjectStore(home, region=settings.region, lock_wait_seconds=lock_wait)
+        jobs = SqliteJobStore(home / "jobs.db", lock_wait_seconds=lock_wait)
         runner = LocalRunner(
             RunnerConfig(
                 home=str(home),
@@ -97,6 +121,7 @@ def build_local_app(
                 isolation=settings.isolation,
                 max_concurrent_jobs=settings.max_concurrent_jobs,
                 region=settings.region,
+                db_lock_wait_seconds=lock_wait,
             )
         )
     except (OSError, sqlite3.Error, JobStoreError) as error:

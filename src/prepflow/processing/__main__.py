@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from prepflow.errors import ProcessingError, RecipeError
 from prepflow.processing.engine import Engine, EnginePaths
+from prepflow.processing.limits import ReadLimits
 from prepflow.processing.paths import DATA_SUFFIXES, StepPaths, container_paths
-from prepflow.processing.recipe import Recipe, default_recipe, load_recipe
+from prepflow.processing.recipe import Recipe, check_shardable, default_recipe, load_recipe
 from prepflow.processing.report import build_report, write_report
 
 logger = logging.getLogger("prepflow.processing")
@@ -28,10 +30,15 @@ logger = logging.getLogger("prepflow.processing")
 MAX_ERROR_CHARS = 900
 
 
-def run(paths: StepPaths) -> dict[str, object]:
+def run(paths: StepPaths, limits: ReadLimits | None = None) -> dict[str, object]:
     """Process every data file under the input folder; return the ExitMessage fields."""
     recipe = load_recipe(paths.recipe_file) if paths.recipe_file else default_recipe()
-    sources = find_data_files(paths)
+    check_shardable(recipe, paths.host_count)
+    sources = find_data_files(paths, allow_empty=paths.host_count > 1)
+    if not sources:
+        # A host of a sharded job may receive no objects when there are fewer than hosts.
+        logger.info("host %s received no data files; it writes nothing", paths.current_host)
+        return {"rows_in": 0, "rows_out": 0, "rows_rejected": 0, "rows_removed": 0, "files": 0}
     plan_outputs(paths, sources, recipe)
     work_dir = Path(tempfile.mkdtemp(prefix="prepflow-step-"))
     try:
@@ -44,7 +51,9 @@ def run(paths: StepPaths) -> dict[str, object]:
                 artifacts_dir=paths.artifacts_dir,
                 fitted_file=paths.fitted_file,
                 work_dir=work_dir,
+                host=paths.current_host,
             ),
+            limits=limits,
         )
         result = engine.run()
     finally:
@@ -54,9 +63,13 @@ def run(paths: StepPaths) -> dict[str, object]:
     )
     if paths.report_dir is not None:
         report = build_report(
-            result, recipe, job_name=paths.job_name, rejected_location=rejected_location
+            result,
+            recipe,
+            job_name=paths.job_name,
+            rejected_location=rejected_location,
+            host=paths.current_host,
         )
-        write_report(paths.report_dir, report)
+        write_report(paths.report_dir, report, paths.current_host)
     logger.info(
         "%d rows in, %d out, %d rejected, %d removed by steps",
         result.rows_in, result.rows_out, result.rows_rejected, result.rows_removed,
@@ -70,7 +83,8 @@ def run(paths: StepPaths) -> dict[str, object]:
     }
 
 
-def find_data_files(paths: StepPaths) -> list[Path]:
+def find_data_files(paths: StepPaths, *, allow_empty: bool = False) -> list[Path]:
+    """Return the data files under the input folder; raise if there are none, unless allowed."""
     if not paths.input_dir.is_dir():
         raise ProcessingError(f"input folder {str(paths.input_dir)!r} does not exist")
     try:
@@ -86,7 +100,7 @@ def find_data_files(paths: StepPaths) -> list[Path]:
             f"cannot list input folder {str(paths.input_dir)!r}: {error}; check that the "
             "folder is readable"
         ) from error
-    if not found:
+    if not found and not allow_empty:
         raise ProcessingError(
             f"no data files ({', '.join(DATA_SUFFIXES)}) under {str(paths.input_dir)!r}"
         )
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             message_file=None if args.input or args.output else paths.message_file,
         )
     try:
-        message: dict[str, object] = run(paths)
+        message: dict[str, object] = run(paths, ReadLimits.from_environment(os.environ))
         code = 0
     except (ProcessingError, RecipeError) as error:
         message = {"error": str(error)[:MAX_ERROR_CHARS]}

@@ -30,8 +30,9 @@ import pyarrow.ipc
 
 from prepflow.errors import ProcessingError
 from prepflow.processing import readers
+from prepflow.processing.limits import ReadLimits
 from prepflow.processing.outputs import per_file_stem
-from prepflow.processing.paths import ARTIFACTS_FILE
+from prepflow.processing.paths import ARTIFACTS_FILE, REJECTED_FILE, per_host_name
 from prepflow.processing.profile import Profiler
 from prepflow.processing.readers import RECORD, Source
 from prepflow.processing.recipe import FITTED_STEPS, Recipe
@@ -80,6 +81,8 @@ class EnginePaths:
     artifacts_dir: Path | None
     fitted_file: Path | None  # a previous run's artifacts.json to apply
     work_dir: Path
+    # This instance's name when the job runs on several; it goes into every per-job file name.
+    host: str | None = None
 
 
 @dataclass
@@ -111,14 +114,27 @@ class RunResult:
 
 
 class Engine:
-    def __init__(self, recipe: Recipe, paths: EnginePaths, *, timestamp: datetime | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        paths: EnginePaths,
+        *,
+        timestamp: datetime | None = None,
+        limits: ReadLimits | None = None,
+    ):
         self.recipe = recipe
         self.paths = paths
+        self.limits = limits or ReadLimits()
         stamp = (timestamp or datetime.now(UTC)).isoformat(timespec="microseconds")
         self.timestamp = stamp.replace("+00:00", "Z")
         self.validator = SchemaValidator(recipe)
         self.validator.predecoded = first_extractions(recipe)
-        self.rejected = RejectedWriter(paths.rejected_dir, paths.work_dir / "rejected.parquet")
+        self.rejected = RejectedWriter(
+            paths.rejected_dir,
+            paths.work_dir / "rejected.parquet",
+            escape_formulas=recipe.output.escape_formulas,
+            file_name=per_host_name(REJECTED_FILE, paths.host),
+        )
         self.result = RunResult(
             steps=[
                 StepCount(index, step.step, describe(step))
@@ -131,7 +147,8 @@ class Engine:
 
     def run(self) -> RunResult:
         sources = [
-            readers.detect(path, name, self.recipe.input) for path, name in self.paths.input_files
+            readers.detect(path, name, self.recipe.input, self.limits)
+            for path, name in self.paths.input_files
         ]
         if self.recipe.output.per_file:
             for source in sources:
@@ -157,7 +174,9 @@ class Engine:
     # One dataset ------------------------------------------------------------------------------
 
     def _run_dataset(self, sources: list[Source], base_name: str) -> None:
-        writer = OutputWriter(self.paths.output_dir, self.recipe.output, base_name)
+        # Per-file outputs are named after their input, which only one host reads.
+        host = None if self.recipe.output.per_file else self.paths.host
+        writer = OutputWriter(self.paths.output_dir, self.recipe.output, base_name, host)
         try:
             if len(sources) == 1 and not self._needs_spill():
                 self._stream(sources[0], writer)
@@ -604,7 +623,7 @@ class Engine:
             "steps": self.result.fitted["steps"],
         }
         self.paths.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        (self.paths.artifacts_dir / ARTIFACTS_FILE).write_text(
+        (self.paths.artifacts_dir / per_host_name(ARTIFACTS_FILE, self.paths.host)).write_text(
             json.dumps(document, indent=2) + "\n"
         )
 

@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Suffixes of the data files the built-in step reads (compared in lower case); the
 # orchestrator skips other uploads before any job starts.
@@ -50,6 +51,10 @@ class StepPaths:
     report_dir: Path | None = None
     artifacts_dir: Path | None = None
     job_name: str | None = None
+    # This instance's name (algo-2) when the job runs on several, from resourceconfig.json;
+    # None on a single instance, so that its file names stay as they were.
+    current_host: str | None = None
+    host_count: int = 1
 
 
 def container_paths(environ: dict[str, str] | None = None) -> StepPaths:
@@ -89,7 +94,31 @@ def container_paths(environ: dict[str, str] | None = None) -> StepPaths:
         report_dir=output(REPORT_OUTPUT_NAME),
         artifacts_dir=output(ARTIFACTS_OUTPUT_NAME),
         job_name=job_name,
+        **_hosts(ml_root / "config" / "resourceconfig.json"),
     )
+
+
+def per_host_name(file_name: str, host: str | None) -> str:
+    """Return ``file_name`` with the host before its extension: ``report-algo-2.json``.
+
+    Hosts of one job upload to the same S3 prefixes, so every file that each host writes
+    once per job needs the host in its name. ``None`` (a single instance) keeps the name.
+    """
+    if host is None:
+        return file_name
+    stem, dot, extension = file_name.partition(".")
+    return f"{stem}-{host}{dot}{extension}"
+
+
+def _hosts(config_file: Path) -> dict[str, Any]:
+    """Return ``current_host`` and the number of hosts of a job on several instances."""
+    if not config_file.is_file():
+        return {}
+    config = json.loads(config_file.read_text())
+    hosts = config.get("hosts", [])
+    if not isinstance(hosts, list) or len(hosts) < 2:
+        return {}
+    return {"current_host": str(config["current_host"]), "host_count": len(hosts)}
 
 
 def _single_file(ml_root: Path, container_path: str | None) -> Path | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from prepflow.errors import ProcessingError
+from prepflow.processing.limits import ReadLimits, bounded_lines, open_gzip
 from prepflow.processing.lines import find_undecodable_line
 from prepflow.processing.recipe import InputOptions
 
@@ -38,6 +39,7 @@ RECORD = "__record"
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
 CSV_BLOCK_BYTES = 4 << 20
+MIN_CSV_BLOCK_BYTES = 1 << 16
 SMALL_FILE_BYTES = 1 << 16
 JSON_BATCH_LINES = 65_536
 COMPRESSED_SUFFIXES = (".gz", ".gzip")
@@ -63,9 +65,12 @@ class Source:
     bad_records: list[BadRecord] = field(default_factory=list)
     # Records the reader met, header included; set when the file has been read.
     records_total: int = 0
+    limits: ReadLimits = field(default_factory=ReadLimits)
 
 
-def detect(path: Path, name: str, options: InputOptions) -> Source:
+def detect(
+    path: Path, name: str, options: InputOptions, limits: ReadLimits | None = None
+) -> Source:
     """Find a file's format and compression from its first bytes, then its name."""
     head = _read_head(path)
     compression = "gzip" if head.startswith(GZIP_MAGIC) else None
@@ -84,7 +89,7 @@ def detect(path: Path, name: str, options: InputOptions) -> Source:
     if compression and data_format == "parquet":
         raise ProcessingError(f"input file {name!r} is gzip-compressed Parquet; upload it plain")
     encoding = None if data_format == "parquet" else options.encoding
-    return Source(path, name, data_format, compression, encoding)
+    return Source(path, name, data_format, compression, encoding, limits=limits or ReadLimits())
 
 
 def read_batches(
@@ -215,8 +220,15 @@ def _guess_format(head: bytes, name: str, compression: str | None) -> str:
 
 def open_binary(source: Source) -> IO[bytes]:
     if source.compression == "gzip":
-        return cast(IO[bytes], gzip.open(source.path, "rb"))
+        return open_gzip(source.path, source.name, source.limits)
     return source.path.open("rb")
+
+
+def _block_bytes(source: Source) -> int:
+    # pyarrow fails on a record that does not fit in a block, so the block size is the record
+    # limit. NOTE: a record up to about twice the block size may still pass, and limits below
+    # MIN_CSV_BLOCK_BYTES are raised to it, since tiny blocks make parsing slow.
+    return max(MIN_CSV_BLOCK_BYTES, source.limits.max_record_bytes)
 
 
 # CSV ------------------------------------------------------------------------------------------
@@ -311,7 +323,11 @@ def csv_stream(source: Source) -> Any:
         raise _damaged(source, error) from error
     if len(head) <= SMALL_FILE_BYTES and b"\n" not in head and b"\r" not in head:
         return pa.BufferReader(head + b"\n")
-    return pa.input_stream(str(source.path), compression=source.compression)
+    if source.compression:
+        # Decompressed in Python, so the ratio limit applies (as fast as pyarrow's own gzip
+        # stream on a 100 MB CSV file).
+        return pa.PythonFile(open_binary(source), mode="r")
+    return pa.input_stream(str(source.path))
 
 
 def _is_empty(source: Source) -> bool:
@@ -330,7 +346,7 @@ def _open_csv_reader(
 ) -> pa_csv.CSVStreamingReader:
     read_options = pa_csv.ReadOptions(
         use_threads=False,  # keeps the record numbers of bad rows (pyarrow 26 drops them otherwise)
-        block_size=CSV_BLOCK_BYTES,
+        block_size=_block_bytes(source),
         encoding=source.encoding or "utf-8",
         autogenerate_column_names=not options.header,
     )
@@ -380,7 +396,7 @@ def _header_names(
             stream,
             read_options=pa_csv.ReadOptions(
                 use_threads=False,
-                block_size=1 << 16,
+                block_size=_block_bytes(source),
                 encoding=read_options.encoding,
                 autogenerate_column_names=not options.header,
             ),
@@ -488,6 +504,9 @@ def _damaged(source: Source, error: BaseException) -> ProcessingError:
 
 
 def _unreadable_csv(source: Source, error: Exception) -> ProcessingError:
+    if "straddling object" in str(error):
+        # pyarrow's message for a record that does not fit in a block.
+        return ProcessingError(source.limits.record_too_long(source.name, _first_long_line(source)))
     if isinstance(error, UnicodeDecodeError) or "UTF8" in str(error) or "utf8" in str(error):
         with open_binary(source) as file:
             problem = find_undecodable_line(file, source.encoding or "utf-8")
@@ -498,6 +517,17 @@ def _unreadable_csv(source: Source, error: Exception) -> ProcessingError:
         f"cannot read {source.name!r} as CSV: {first_line}; check the delimiter, quote and "
         "encoding in the recipe's input section"
     )
+
+
+def _first_long_line(source: Source) -> int | None:
+    """Return the number of the first line longer than the record limit, if there is one."""
+    with open_binary(source) as file:
+        for number, (_, too_long) in enumerate(
+            bounded_lines(file, source.limits.max_record_bytes), start=1
+        ):
+            if too_long:
+                return number
+    return None
 
 
 # Parquet --------------------------------------------------------------------------------------
@@ -527,8 +557,9 @@ def _read_json_lines(source: Source) -> Iterator[pl.DataFrame]:
     A first pass collects every key, so that each batch has the same columns in the same
     order, whichever keys its records happen to have.
     """
-    names = list(dict.fromkeys(key for _, _, text in _json_lines(source) for key in _keys(text)))
-    lines: list[tuple[int, int, str]] = []
+    found = _json_lines(source)
+    names = list(dict.fromkeys(key for *_, text, long in found if not long for key in _keys(text)))
+    lines: list[tuple[int, int, str, bool]] = []
     for entry in _json_lines(source):
         lines.append(entry)
         if len(lines) >= JSON_BATCH_LINES:
@@ -546,12 +577,20 @@ def _keys(text: str) -> list[str]:
     return list(value) if isinstance(value, dict) else []
 
 
-def _json_lines(source: Source) -> Iterator[tuple[int, int, str]]:
-    """Yield (record number, line number, text) of each non-blank line."""
+def _json_lines(source: Source) -> Iterator[tuple[int, int, str, bool]]:
+    """Yield (record number, line number, text, oversized) of each non-blank line.
+
+    The text of a line longer than the record limit is its first bytes only.
+    """
     decoder = codecs.getincrementaldecoder(source.encoding or "utf-8")()
     record = 0
     with open_binary(source) as file:
-        for line, raw in _lines_of(source, file):
+        for line, (raw, oversized) in _lines_of(source, file):
+            if oversized:
+                record += 1
+                preview = raw.decode(source.encoding or "utf-8", "replace")
+                yield record, line, preview, True
+                continue
             try:
                 text = decoder.decode(raw)
             except UnicodeDecodeError as error:
@@ -566,23 +605,27 @@ def _json_lines(source: Source) -> Iterator[tuple[int, int, str]]:
             if not text.strip(" \t"):
                 continue
             record += 1
-            yield record, line, text
+            yield record, line, text, False
 
 
-def _lines_of(source: Source, file: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+def _lines_of(source: Source, file: IO[bytes]) -> Iterator[tuple[int, tuple[bytes, bool]]]:
     """Number the file's lines, turning a damaged file's error into a ProcessingError."""
     try:
-        yield from enumerate(file, start=1)
+        yield from enumerate(bounded_lines(file, source.limits.max_record_bytes), start=1)
     except (OSError, EOFError) as error:
         raise _damaged(source, error) from error
 
 
 def _json_batch(
-    source: Source, lines: list[tuple[int, int, str]], names: list[str]
+    source: Source, lines: list[tuple[int, int, str, bool]], names: list[str]
 ) -> Iterator[pl.DataFrame]:
     records: list[dict[str, Any]] = []
     numbers: list[int] = []
-    for record, line, text in lines:
+    for record, line, text, oversized in lines:
+        if oversized:
+            reason = source.limits.record_too_long(source.name, line)
+            source.bad_records.append(BadRecord(record, line, reason, text + "..."))
+            continue
         try:
             value = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as error:

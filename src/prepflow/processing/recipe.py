@@ -319,6 +319,10 @@ class OutputOptions(_Model):
     name: str = Field(default="data", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
     split: Split | None = None
     partition_by: str | None = None
+    # Prefix text cells that start with =, +, -, @, a tab or a carriage return with a single
+    # quote in every CSV file written (outputs and rejected.csv), so spreadsheet programs show
+    # them as text instead of running them as formulas.
+    escape_formulas: bool = False
 
     @model_validator(mode="after")
     def _compatible(self) -> OutputOptions:
@@ -372,6 +376,39 @@ class Recipe(_Model):
     def to_dict(self) -> dict[str, Any]:
         """Return the recipe as plain data, with every default filled in, for the report."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def check_shardable(recipe: Recipe, host_count: int, *, source: str = "the recipe") -> None:
+    """Raise RecipeError when ``recipe`` would give other rows on ``host_count`` hosts than on one.
+
+    Each host of a sharded job sees only its share of the objects. A fitted step would learn
+    other parameters on each share, and a duplicate check would miss duplicates held by two
+    hosts. A split stays allowed: each host splits its share exactly, so the fractions hold.
+    """
+    if host_count < 2:
+        return
+    problems = [
+        f"step {index} ({step.step}) fits its parameters on all rows"
+        for index, step in enumerate(recipe.steps, start=1)
+        if isinstance(step, FITTED_STEPS) and recipe.artifacts.apply is None
+    ]
+    problems += [
+        f"step {index} (deduplicate) compares all rows"
+        for index, step in enumerate(recipe.steps, start=1)
+        if isinstance(step, Deduplicate)
+    ]
+    problems += [
+        f"column {name!r} is unique, which is checked over all rows"
+        for name, column in recipe.columns_schema.columns.items()
+        if column.unique
+    ]
+    if problems:
+        raise RecipeError(
+            f"{source} cannot run on {host_count} instances, because each instance sees only "
+            f"its share of the objects: {'; '.join(problems)}. Set PROCESSING_INSTANCE_COUNT "
+            "to 1 (or --instance-count 1), or fit on one instance first and name that job in "
+            "artifacts.apply"
+        )
 
 
 def default_recipe() -> Recipe:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prepflow.processing.engine import RunResult
-from prepflow.processing.paths import REPORT_HTML, REPORT_JSON
+from prepflow.processing.paths import REPORT_HTML, REPORT_JSON, per_host_name
 from prepflow.processing.profile import SAMPLE_ROWS, SKETCH_SIZE, TOP_TRACK_LIMIT
 from prepflow.processing.recipe import Recipe
 from prepflow.processing.report_html import render_html
@@ -15,9 +15,14 @@ from prepflow.processing.writers import write_json
 
 
 def build_report(
-    result: RunResult, recipe: Recipe, *, job_name: str | None, rejected_location: str | None
+    result: RunResult,
+    recipe: Recipe,
+    *,
+    job_name: str | None,
+    rejected_location: str | None,
+    host: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    report: dict[str, Any] = {
         "job_name": job_name,
         "generated_at": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "rows": {
@@ -58,6 +63,10 @@ def build_report(
             "a column some files lack is missing in all their rows afterwards.",
         ],
     }
+    if host is not None:
+        # Each host of a job reports on its share of the objects only.
+        report["host"] = host
+    return report
 
 
 def result_reasons(result: RunResult) -> dict[str, int]:
@@ -84,6 +93,7 @@ def _columns(result: RunResult) -> list[dict[str, Any]]:
     return columns
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> None:
-    write_json(folder / REPORT_JSON, report)
-    (folder / REPORT_HTML).write_text(render_html(report), encoding="utf-8")
+def write_report(folder: Path, report: dict[str, Any], host: str | None = None) -> None:
+    """Write report.json and report.html, named per host on a job with several."""
+    write_json(folder / per_host_name(REPORT_JSON, host), report)
+    (folder / per_host_name(REPORT_HTML, host)).write_text(render_html(report), encoding="utf-8")

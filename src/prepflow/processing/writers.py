@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prepflow.errors import ProcessingError
+from prepflow.errors import ProcessingError, describe_write_error, is_no_space
+from prepflow.processing.limits import bounded_lines
 from prepflow.processing.lines import (
     SCAN_CHUNK_BYTES,
     is_line_mappable,
@@ -49,6 +51,9 @@ PARQUET_ROW_GROUP_ROWS = 131_072
 WRITE_BACKLOG = 2
 T = TypeVar("T")
 EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+# Cell starts that spreadsheet programs read as a formula (OWASP, "CSV Injection").
+FORMULA_PATTERN = r"^[=+\-@\t\r]"
+NUMBER_PATTERN = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 REJECTED_COLUMNS = ("source_file", "record", "stage", "column", "reason", "value", "row")
 REJECTED_SCHEMA = pa.schema(
     [
@@ -82,6 +87,8 @@ class OutputWriter:
     folder: Path
     options: OutputOptions
     base_name: str
+    # Added to each file name (data-algo-2.csv) when the job's hosts share one output prefix.
+    host: str | None = None
     files: dict[tuple[str | None, str | None], _OpenFile] = field(default_factory=dict)
     # Encoding and compressing run on one thread of their own, in order, while the caller
     # transforms the next batch.
@@ -159,13 +166,18 @@ class OutputWriter:
             return action()
         except OSError as error:
             target = entry.path if entry is not None else self.folder
+            if is_no_space(error):
+                raise ProcessingError(describe_write_error(error, target)) from error
             raise ProcessingError(
                 f"cannot write {str(target)!r}: {error.strerror or error}; check that the "
                 "output folder is writable and has free space"
             ) from error
 
     def _open(self, split: str | None, partition: str | None) -> _OpenFile:
-        name = (split or self.base_name) + EXTENSIONS[self.options.format]
+        stem = split or self.base_name
+        if self.host is not None:
+            stem += f"-{self.host}"
+        name = stem + EXTENSIONS[self.options.format]
         if self.options.compression == "gzip" and self.options.format != "parquet":
             name += ".gz"
         folder = self.folder / partition if partition else self.folder
@@ -194,6 +206,8 @@ class OutputWriter:
                 else entry.path.open("wb")
             )
         if self.options.format == "csv":
+            if self.options.escape_formulas:
+                frame = escape_formula_cells(frame)
             frame.write_csv(entry.handle, include_header=first)
         else:
             frame.write_ndjson(entry.handle)
@@ -228,12 +242,50 @@ def _partition_folder(column: str, value: object) -> str:
     return name.encode()[: MAX_NAME_BYTES - 17].decode(errors="ignore") + "~" + digest
 
 
+def escape_formula_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix with a single quote each text cell and column name a spreadsheet would run.
+
+    Such cells start with one of FORMULA_STARTS (OWASP's list for CSV injection). A text that
+    is a plain number (``-3``, ``+1.5e3``) is shown as that number, so it is left as it is;
+    columns of numbers, dates and booleans are never changed.
+    """
+    text_types = (pl.String, pl.Categorical, pl.Enum)
+    text_columns = [name for name, dtype in frame.schema.items() if isinstance(dtype, text_types)]
+    escaped = frame.with_columns(_escaped(pl.col(name).cast(pl.String)) for name in text_columns)
+    names = {name: _escaped_name(name) for name in frame.columns}
+    if len(set(names.values())) != len(names):
+        raise ProcessingError(
+            f"escaping formulas would give two columns one name: {sorted(names.values())!r}; "
+            "rename the columns that start with =, +, -, @, a tab or a carriage return"
+        )
+    return escaped.rename(names)
+
+
+def _escaped(column: pl.Expr) -> pl.Expr:
+    risky = column.str.contains(FORMULA_PATTERN) & ~column.str.contains(NUMBER_PATTERN)
+    return pl.when(risky).then(pl.lit("'") + column).otherwise(column).name.keep()
+
+
+def _escaped_name(name: str) -> str:
+    risky = re.match(FORMULA_PATTERN, name) and not re.match(NUMBER_PATTERN, name)
+    return "'" + name if risky else name
+
+
 class RejectedWriter:
     """Collect rejected rows in a spill file; ``finish`` adds line numbers and writes CSV."""
 
-    def __init__(self, folder: Path | None, spill: Path) -> None:
+    def __init__(
+        self,
+        folder: Path | None,
+        spill: Path,
+        *,
+        escape_formulas: bool = False,
+        file_name: str = REJECTED_FILE,
+    ) -> None:
         self.folder = folder
         self.spill = spill
+        self.file_name = file_name
+        self.escape_formulas = escape_formulas
         self.writer: pq.ParquetWriter | None = None
         self.lock = threading.Lock()
         self.count = 0
@@ -334,7 +386,7 @@ class RejectedWriter:
             }
         )
         ordered = ordered.join(offsets, on="source_file", how="left", maintain_order="left")
-        ordered.select(
+        columns = ordered.select(
             "source_file",
             "line",
             (pl.col("record") - pl.col("header_records")).alias("row_number"),
@@ -343,8 +395,12 @@ class RejectedWriter:
             "reason",
             "value",
             "row",
-        ).sink_csv(self.folder / REJECTED_FILE)
-        return REJECTED_FILE
+        )
+        if self.escape_formulas:
+            text = ("source_file", "stage", "column", "reason", "value", "row")
+            columns = columns.with_columns(_escaped(pl.col(name)) for name in text)
+        columns.sink_csv(self.folder / self.file_name)
+        return self.file_name
 
 
 def _reason_kind(reason: str) -> str:
@@ -409,7 +465,8 @@ def _map_json_lines(
     lines: list[int] = []
     record = 0
     with open_binary(source) as file:
-        for line, raw in enumerate(file, start=1):
+        pieces = bounded_lines(file, source.limits.max_record_bytes)
+        for line, (raw, _) in enumerate(pieces, start=1):
             if line == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             # Blank as the reader sees it: spaces and tabs only.

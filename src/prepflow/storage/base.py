@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,6 +131,14 @@ def check_key(key: str) -> None:
         raise InvalidKeyError(f"object key {key[:60]!r}... is longer than {MAX_KEY_BYTES} bytes")
     if "\0" in key:
         raise InvalidKeyError(f"object key {key!r} contains a NUL character")
+    control = next((c for c in key if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        # S3 accepts them, but a line break or an escape sequence in a key would reach logs,
+        # terminals and file names; the S3 user guide lists them among characters to avoid.
+        raise InvalidKeyError(
+            f"object key {key[:80]!r} contains the control character U+{ord(control):04X}; "
+            "rename the object without control characters"
+        )
     if key.startswith("/"):
         raise InvalidKeyError(f"object key {key!r} starts with '/'; keys are relative to a bucket")
     segments = key.split("/")
