@@ -22,8 +22,8 @@ from infra.config import DeploymentConfig, env_name
 from infra.functions import python_function
 from infra.storage import Storage
 from prepflow.aws.dynamodb import table_definition
-from prepflow.aws.handlers import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from prepflow.aws.logs import LOG_GROUP
+from prepflow.aws.names import STATE_CHANGE_DETAIL_TYPE, STATE_CHANGE_SOURCE
 from prepflow.jobs.template import REPORTS_PREFIX
 
 JOB_STATE_HANDLER = "prepflow.aws.handlers.job_state_handler"

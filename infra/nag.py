@@ -32,7 +32,7 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     if not rule.startswith(f"{PACK}-"):
         raise ValueError(f"invalid rule {rule!r}: expected an id starting with {PACK}-")
     if len(reason.split()) < 5:
-        # A reason is read by whoever reviews the deployment: a word or two says nothing.
+        # Reviewers of the deployment read the reason, and a word or two tells them nothing.
         raise ValueError(f"acknowledgement of {rule} needs a reason in a sentence, got {reason!r}")
     Validations.of(scope).acknowledge(Acknowledgment(id=f"{PACK}::{rule}", reason=reason))
 

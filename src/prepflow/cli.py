@@ -341,20 +341,37 @@ def _run_aws(
 ) -> None:
     """Upload to the deployed raw bucket, find the job the trigger starts, and follow it."""
     from prepflow.aws.app import build_aws_app
+    from prepflow.aws.s3 import S3ObjectStore
 
     aws = build_aws_app(settings)
+    store = aws.store
+    # The AWS app always talks to S3, and only that store reports upload progress.
+    assert isinstance(store, S3ObjectStore)
     # Fail before the upload when the job table is missing: on a deployment the upload alone
     # starts a job, which this command could then not follow.
     aws.jobs.list_jobs(limit=1)
     uploaded = []
     problems: list[str] = []
+    line = console.stderr_line(quiet=as_json)
     for path, key in uploads:
         started = datetime.now(UTC)
         try:
-            info = aws.store.upload_file(settings.buckets.raw, key, path)
+            reporter = console.UploadProgress(
+                None,
+                name=path.name,
+                total=path.stat().st_size,
+                line=line,
+                min_bytes=UPLOAD_PROGRESS_MIN_BYTES,
+            )
+            info = store.upload_file(settings.buckets.raw, key, path, progress=reporter.advance)
+        except FileNotFoundError:
+            problems.append(f"failed: {path}: file not found")
+            continue
         except PrepflowError as error:
             problems.append(f"failed: {path}: {error}")
             continue
+        finally:
+            line.clear()
         uploaded.append((path, info, started))
         if not as_json:
             _err(f"uploaded {path} to {info.uri}")
@@ -604,8 +621,12 @@ def jobs_list(
         view = build_aws_app(settings)
         records = [view.view(r.job_name) for r in view.jobs.list_jobs(status=status, limit=limit)]
     elif not _is_home(settings):
+        # No home means no jobs yet: an empty list, as JSON when asked.
         _out(
-            f"no jobs: no prepflow home at {settings.home.resolve()} (set --home or PREPFLOW_HOME)"
+            "[]"
+            if as_json
+            else f"no jobs: no prepflow home at {settings.home.resolve()} "
+            "(set --home or PREPFLOW_HOME)"
         )
         return
     else:

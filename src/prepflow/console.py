@@ -134,7 +134,13 @@ class UploadProgress:
     """
 
     def __init__(
-        self, source: BinaryIO, *, name: str, total: int, line: StatusLine, min_bytes: int
+        self,
+        source: BinaryIO | None,
+        *,
+        name: str,
+        total: int,
+        line: StatusLine,
+        min_bytes: int,
     ) -> None:
         self.source = source
         self.name = name
@@ -143,19 +149,29 @@ class UploadProgress:
         self.active = line.enabled and total >= min_bytes
         self.done = 0
         self._shown_at = 0.0
+        self._lock = threading.Lock()
 
     def read(self, size: int = -1) -> bytes:
+        if self.source is None:
+            raise ValueError(f"no file to read: {self.name}'s progress is fed by advance()")
         chunk = self.source.read(size)
-        self.done += len(chunk)
-        now = time.monotonic()
-        if self.active and (now - self._shown_at >= REDRAW_SECONDS or not chunk):
+        self.advance(len(chunk))
+        return chunk
+
+    def advance(self, count: int) -> None:
+        """Count ``count`` more bytes sent; callable from several upload threads."""
+        with self._lock:
+            self.done += count
+            now = time.monotonic()
+            finished = count == 0 or self.done >= self.total
+            if not self.active or (now - self._shown_at < REDRAW_SECONDS and not finished):
+                return
             self._shown_at = now
             percent = 100 * self.done // self.total if self.total else 100
             self.line.show(
                 f"uploading {self.name}: {format_bytes(self.done)} of "
                 f"{format_bytes(self.total)} ({percent}%)"
             )
-        return chunk
 
 
 class WaitStatus:

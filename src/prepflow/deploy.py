@@ -67,11 +67,11 @@ def find_project(root: Path) -> CdkProject:
 
 
 def check_node() -> None:
-    """Check that Node.js and npx are on PATH; aws-cdk declares Node 18 or later."""
+    """Check that Node.js and npx are on PATH; prepflow supports Node 20 or later."""
     for program in ("node", "npx"):
         if shutil.which(program) is None:
             raise ConfigurationError(
-                f"{program} not found on PATH: the AWS CDK command line needs Node.js 18 or "
+                f"{program} not found on PATH: the AWS CDK command line needs Node.js 20 or "
                 "later with npm and npx; install Node.js and run the command again"
             )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -488,3 +489,24 @@ def test_no_version_id_on_unversioned_bucket(moto_client):
 
     assert store.put_object(BUCKET, KEY, b"x").version_id is None
     assert store.head_object(BUCKET, KEY).version_id is None
+
+
+def test_upload_progress_counts_every_part(server_client, tmp_path):
+    client = server_client("s3")
+    client.create_bucket(
+        Bucket="progress-test", CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    part = 5 * 1024 * 1024
+    config = TransferConfig(
+        multipart_threshold=part, multipart_chunksize=part, preferred_transfer_client="classic"
+    )
+    store = S3ObjectStore(client, transfer_config=config)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(2 * part + 4096))
+    reported: list[int] = []
+
+    info = store.upload_file("progress-test", "input/big.bin", source, progress=reported.append)
+
+    assert sum(reported) == source.stat().st_size
+    assert len(reported) >= 3
+    assert info.size == source.stat().st_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.helpers import json_output, requires_namespaces
 
 
@@ -87,6 +89,14 @@ def test_missing_home_not_created(cli, home):
     assert "no jobs: no prepflow home at" in listed.stdout
     assert described.returncode == 3
     assert "no prepflow home at" in described.stderr
+    assert not home.exists()
+
+
+def test_missing_home_lists_no_json_jobs(cli, home):
+    listed = cli("jobs", "list", "--json")
+
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout) == []
     assert not home.exists()
 
 

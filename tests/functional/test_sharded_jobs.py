@@ -237,3 +237,27 @@ def test_instance_count_out_of_range(cli, tmp_path, count):
 
     assert result.returncode == 2
     assert "--instance-count" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        Path(__file__).parents[2] / "examples" / "scripts" / "preprocessing_script.py",
+        Path(__file__).parents[2]
+        / "src"
+        / "prepflow"
+        / "starter_files"
+        / "preprocessing_script.py",
+    ],
+    ids=["example", "starter"],
+)
+def test_shipped_script_with_empty_share(cli, home, tmp_path, script):
+    data = tmp_path / "one.csv"
+    data.write_text("id,value\n1,a\n2,\n")
+
+    result = cli("run", "--json", "--script", str(script), "--instance-count", "2", str(data))
+
+    assert result.returncode == 0, result.stderr
+    (job,) = json.loads(result.stdout)
+    assert job["status"] == "Completed", job["failure_reason"]
+    assert [uri.rsplit("/", 1)[1] for uri in job["outputs"]] == ["processed_one.csv"]

@@ -17,6 +17,8 @@ from prepflow.aws.names import (
     ERROR_LOGS_METRIC,
     LOG_FUNCTION_DIMENSION,
     METRICS_NAMESPACE,
+    STATE_CHANGE_DETAIL_TYPE,
+    STATE_CHANGE_SOURCE,
     Metric,
     metric_dimensions,
 )
@@ -304,8 +306,8 @@ def test_handler_metrics_match_alarm_dimensions(
     monkeypatch.setattr(handlers, "_RUNTIME", runtime)
     handlers.metrics.clear_metrics()
     event = {
-        "source": handlers.STATE_CHANGE_SOURCE,
-        "detail-type": handlers.STATE_CHANGE_DETAIL_TYPE,
+        "source": STATE_CHANGE_SOURCE,
+        "detail-type": STATE_CHANGE_DETAIL_TYPE,
         "detail": {"ProcessingJobName": "other-abc", "ProcessingJobStatus": "Failed"},
     }
 

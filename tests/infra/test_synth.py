@@ -34,7 +34,17 @@ def test_prepflow_synth_command(tmp_path: Path) -> None:
 
     environment = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
     done = subprocess.run(
-        [sys.executable, "-m", "prepflow", "synth", "--env", "staging", "--output", "out"],
+        [
+            sys.executable,
+            "-m",
+            "prepflow",
+            "synth",
+            "--json",
+            "--env",
+            "staging",
+            "--output",
+            "out",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -44,7 +54,8 @@ def test_prepflow_synth_command(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    template_path = tmp_path / done.stdout.strip().splitlines()[-1]
+    # With --json, stdout holds the JSON document alone: no log line may precede it.
+    template_path = tmp_path / json.loads(done.stdout)["template"]
     template = json.loads(template_path.read_text())
     names = {
         resource["Properties"].get("FunctionName")

@@ -52,7 +52,7 @@ from tests.reliability.pipeline import (
 # Idle, each test takes 10 to 20 s, most of it starting one supervisor per job. Every wait
 # gets this deadline, which also covers a job whose submitter died before starting its
 # supervisor (the runner waits 60 s for it before failing the job).
-DEADLINE_SECONDS = 180
+DEADLINE_SECONDS = 300
 OUTPUT_FILES = ("copy.csv", "rows.json")
 ROWS_PER_FILE = 300
 
@@ -191,9 +191,16 @@ class Pipeline:
                 return records
             return None
 
-        records: list[JobRecord] = wait_until(
-            done, timeout=DEADLINE_SECONDS, description="a Completed job for every input"
-        )
+        try:
+            records: list[JobRecord] = wait_until(
+                done, timeout=DEADLINE_SECONDS, description="a Completed job for every input"
+            )
+        except pytest.fail.Exception:
+            # Name what was missing, so a failure under load can be told from a lost file.
+            states = [
+                (r.job_name, r.status, r.inputs, r.failure_reason) for r in job_records(self.home)
+            ]
+            pytest.fail(f"not every input has a Completed job after {DEADLINE_SECONDS} s: {states}")
         return records
 
 

@@ -69,7 +69,7 @@ def test_burst_of_files_within_slot_limit(home, tmp_path, figures):
     peak = max_concurrent(holds)
     assert peak <= SLOTS
     figures.record(
-        f"{FILES} files renamed into the watched folder within {rename_seconds:.2f} s, "
+        f"{FILES} files renamed into the watched folder within {rename_seconds * 1000:.1f} ms, "
         f"`watch` with PREPFLOW_MAX_CONCURRENT_JOBS={SLOTS}",
         FILES,
         f"{len(records)} jobs with {len(set(names))} distinct names, all Completed, each "

@@ -72,6 +72,8 @@ from prepflow.aws.names import (
     DEPLOYMENT_DIMENSION,
     METRICS_NAMESPACE,
     SERVICE,
+    STATE_CHANGE_DETAIL_TYPE,
+    STATE_CHANGE_SOURCE,
     Metric,
 )
 from prepflow.aws.notify import JobNotifier, console_url
@@ -103,8 +105,6 @@ from prepflow.storage.base import ObjectInfo, check_key
 if TYPE_CHECKING:
     from prepflow.aws.clients import AwsClients
 
-STATE_CHANGE_SOURCE = "aws.sagemaker"
-STATE_CHANGE_DETAIL_TYPE = "SageMaker Processing Job State Change"
 SCHEDULE_SOURCE = "aws.events"
 SCHEDULE_DETAIL_TYPE = "Scheduled Event"
 RECONCILE_FIELDS = frozenset({"reconcile", "prefix", "max_jobs", "min_age_minutes"})

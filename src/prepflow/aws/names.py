@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The EventBridge events that report a SageMaker Processing job's state changes.
+STATE_CHANGE_SOURCE = "aws.sagemaker"
+STATE_CHANGE_DETAIL_TYPE = "SageMaker Processing Job State Change"
+
 # Powertools' ``service`` value. Powertools also adds it to every metric as the dimension
 # SERVICE_DIMENSION.
 SERVICE = "prepflow"

@@ -28,6 +28,7 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from s3transfer.exceptions import RetriesExceededError
+from s3transfer.subscribers import BaseSubscriber
 
 from prepflow.errors import ObjectNotFoundError, StorageError
 from prepflow.storage.base import ObjectInfo, ObjectStore, check_bucket_name, check_key, s3_uri
@@ -114,17 +115,28 @@ class S3ObjectStore(ObjectStore):
             version_id=_version_id(response),
         )
 
-    def upload_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
+    def upload_file(
+        self,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> ObjectInfo:
         """Upload ``path`` through the transfer manager, in parts above the multipart threshold.
 
         The returned metadata comes from a HeadObject after the upload, because the transfer
         manager returns none. So the caller needs s3:GetObject as well as s3:PutObject, and a
-        writer that replaces the object in between is seen instead.
+        writer that replaces the object in between is seen instead. ``progress``, if given,
+        receives the bytes of each part sent, from the manager's threads.
         """
         _check_location(bucket, key)
         uri = s3_uri(bucket, key)
         try:
-            self._transfer(lambda manager: manager.upload(str(path), bucket, key))
+            subscribers = [_ProgressSubscriber(progress)] if progress is not None else None
+            self._transfer(
+                lambda manager: manager.upload(str(path), bucket, key, subscribers=subscribers)
+            )
         except _AWS_ERRORS as error:
             raise _translate(error, f"upload {str(path)!r} to {uri}", bucket, key) from error
         except FileNotFoundError as error:
@@ -207,6 +219,16 @@ class S3ObjectStore(ObjectStore):
         # One manager per transfer, as boto3's client.upload_file does: its threads end with it.
         with create_transfer_manager(self._client, self._transfer_config) as manager:
             submit(manager).result()
+
+
+class _ProgressSubscriber(BaseSubscriber):  # type: ignore[misc]
+    """Hands the transfer manager's progress reports to a plain callable."""
+
+    def __init__(self, progress: Callable[[int], None]) -> None:
+        self._progress = progress
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._progress(bytes_transferred)
 
 
 def _check_location(bucket: str, key: str) -> None:
