@@ -48,7 +48,6 @@ def process(source, target, timestamp):
     return rows_in, rows_out
 
 
-
 def other_hosts_exist() -> bool:
     """Tell whether the job runs on several instances, where a host's share may be empty."""
     try:
@@ -56,6 +55,7 @@ def other_hosts_exist() -> bool:
             return len(json.load(config).get("hosts", [])) > 1
     except (OSError, ValueError):
         return False
+
 
 def main():
     os.makedirs(OUTPUT_DIR, exist_ok=True)

@@ -45,7 +45,6 @@ def process(source: str, target: str, timestamp: str) -> tuple[int, int]:
     return rows_in, rows_out
 
 
-
 def other_hosts_exist() -> bool:
     """Tell whether the job runs on several instances, where a host's share may be empty."""
     try:
@@ -53,6 +52,7 @@ def other_hosts_exist() -> bool:
             return len(json.load(config).get("hosts", [])) > 1
     except (OSError, ValueError):
         return False
+
 
 def main() -> int:
     os.makedirs(OUTPUT_DIR, exist_ok=True)
