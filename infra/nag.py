@@ -32,7 +32,7 @@ def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
     if not rule.startswith(f"{PACK}-"):
         raise ValueError(f"invalid rule {rule!r}: expected an id starting with {PACK}-")
     if len(reason.split()) < 5:
-        # Reviewers of the deployment read the reason, and a word or two tells them nothing.
+        # Reviewers of the deployment read the reason, and a word or two explains nothing.
         raise ValueError(f"acknowledgement of {rule} needs a reason in a sentence, got {reason!r}")
     Validations.of(scope).acknowledge(Acknowledgment(id=f"{PACK}::{rule}", reason=reason))
 
@@ -68,7 +68,7 @@ def findings_text(output_dir: Path) -> str:
     path = output_dir / REPORT_FILE
     if not path.is_file():
         return ""
-    # The file holds a JSON document followed by other text on some versions: read the first.
+    # On some versions other text follows the JSON document in the file, so read the first.
     report, _ = json.JSONDecoder().raw_decode(path.read_text(encoding="utf-8"))
     lines = []
     for plugin in report.get("pluginReports", []):

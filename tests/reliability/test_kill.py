@@ -196,7 +196,7 @@ class Pipeline:
                 done, timeout=DEADLINE_SECONDS, description="a Completed job for every input"
             )
         except pytest.fail.Exception:
-            # Name what was missing, so a failure under load can be told from a lost file.
+            # Name what was missing, so a failure under load can be distinguished from a lost file.
             states = [
                 (r.job_name, r.status, r.inputs, r.failure_reason) for r in job_records(self.home)
             ]
