@@ -1183,6 +1183,9 @@ def _finish(
     for outcome in outcomes:
         if outcome.kind in (OutcomeKind.SKIPPED, OutcomeKind.FAILED):
             _err(f"{outcome.kind.value}: {outcome.subject}: {outcome.reason}")
+        elif outcome.kind == OutcomeKind.DUPLICATE:
+            # A repeated delivery starts nothing: say which job the event already has.
+            _err(f"duplicate: {outcome.subject}: job {outcome.job_name} ({outcome.reason})")
     failing = {OutcomeKind.FAILED, OutcomeKind.SKIPPED} if skip_fails else {OutcomeKind.FAILED}
     problems = [o for o in outcomes if o.kind in failing]
     names = list(dict.fromkeys(o.job_name for o in outcomes if o.job_name))

@@ -108,6 +108,19 @@ def test_redelivered_message_one_job(app):
     assert len(app.jobs.list_jobs()) == 1
 
 
+def test_redelivered_message_reported_duplicate(cli, app):
+    put(app, "input/orders_07.csv")
+
+    result = cli(
+        "invoke", json.dumps(load_case("H07-event-sqs.json")), env={"PREPFLOW_RAW_BUCKET": RAW}
+    )
+
+    assert result.returncode == 0, result.stderr
+    (line,) = [text for text in result.stderr.splitlines() if text.startswith("duplicate: ")]
+    assert line.startswith(f"duplicate: s3://{RAW}/input/orders_07.csv: job ")
+    assert "already started" in line
+
+
 def test_folder_placeholder_skipped(app):
     result = app.orchestrator.handle(load_case("H09-event.json"))
 

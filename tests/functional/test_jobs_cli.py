@@ -128,3 +128,17 @@ def test_output_symlink_reported_in_log(cli, tmp_path):
     assert [uri.rsplit("/", 1)[-1] for uri in job["outputs"]] == ["real.txt"]
     assert "/opt/ml/processing/output/host.txt is not a regular file; not uploaded" in logs
     assert "/opt/ml/processing/output/etc is not a regular file; not uploaded" in logs
+
+
+def test_damaged_store_points_to_doctor(cli, home, tmp_path):
+    data = tmp_path / "a.csv"
+    data.write_text("id,value\n1,a\n")
+    assert cli("run", str(data)).returncode == 0
+    (home / "store.db").write_text("not a database")
+
+    result = cli("run", str(data))
+
+    assert result.returncode == 2
+    assert "file is not a database" in result.stderr
+    assert "run 'prepflow doctor' to find which" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -126,6 +126,13 @@ def build_local_app(settings: Settings, step: StepTemplate | None = None) -> Loc
         )
     except (OSError, sqlite3.Error, JobStoreError) as error:
         detail = error.strerror if isinstance(error, OSError) else str(error)
+        if _damaged_database(detail):
+            # Permissions are not the problem here, so point to the check that names the file.
+            raise ConfigurationError(
+                f"cannot use PREPFLOW_HOME={str(settings.home)!r}: {detail}; a database in "
+                "it (jobs.db or store.db) is damaged: run 'prepflow doctor' to find which, "
+                "then move that file aside"
+            ) from error
         raise ConfigurationError(
             f"cannot use PREPFLOW_HOME={str(settings.home)!r}: {detail}; "
             "choose a folder you can write to"
@@ -138,3 +145,9 @@ def build_local_app(settings: Settings, step: StepTemplate | None = None) -> Loc
         step=step or StepTemplate.built_in(),
     )
     return LocalApp(settings, store, jobs, runner, orchestrator)
+
+
+def _damaged_database(detail: str | None) -> bool:
+    """Tell whether SQLite's message says a database file is corrupt or not a database."""
+    text = (detail or "").lower()
+    return "file is not a database" in text or "malformed" in text
