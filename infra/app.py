@@ -25,7 +25,7 @@ from prepflow.aws.package import build_bundle
 from prepflow.errors import ConfigurationError
 
 DEFAULT_ENVIRONMENT = "dev"
-# Longest job-name prefix that Settings accepts (PREPFLOW_JOB_NAME_PREFIX).
+# Maximum length of a job-name prefix that Settings accepts (PREPFLOW_JOB_NAME_PREFIX).
 JOB_NAME_PREFIX_LENGTH = 20
 # CDK feature flags, set here instead of in cdk.json so that every way of building the app
 # (the CDK command line, infra.synth, the tests) gets them. With this one, server access logs

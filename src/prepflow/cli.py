@@ -49,6 +49,7 @@ from prepflow.settings import Settings, load_settings
 from prepflow.views import job_details, job_summary, side_output
 
 if TYPE_CHECKING:
+    import boto3
     from infra.config import DeploymentConfig
 
     from prepflow.aws.app import AwsApp
@@ -908,15 +909,9 @@ def deploy(
     """Deploy the stack with the AWS CDK command line (needs Node.js, Docker and credentials)."""
     from prepflow import deploy as cdk
 
-    context: Context = ctx.obj
-    _setup(context, default_level="INFO")
-    project = cdk.find_project(_checkout_root())
-    cdk.check_node()
-    cdk.check_docker()
-    cdk.aws_session()
-    prefix = app_prefix or context.overrides.get("app_prefix")
-    config = cdk.load_config(project, env, app_prefix=prefix, alarm_email=alarm_email)
-
+    project, _, config = _prepare_deployment(
+        ctx.obj, env, app_prefix, alarm_email=alarm_email, needs_docker=True
+    )
     _ensure_cdk_cli(project)
     _run_cdk(project, cdk.cdk_command(project, "deploy", config, approve=yes))
 
@@ -934,13 +929,9 @@ def destroy(
     from prepflow import deploy as cdk
     from prepflow.aws.clients import AwsClients
 
-    context: Context = ctx.obj
-    _setup(context, default_level="INFO")
-    project = cdk.find_project(_checkout_root())
-    cdk.check_node()
-    session = cdk.aws_session()
-    prefix = app_prefix or context.overrides.get("app_prefix")
-    config = cdk.load_config(project, env, app_prefix=prefix, alarm_email=None)
+    project, session, config = _prepare_deployment(
+        ctx.obj, env, app_prefix, alarm_email=None, needs_docker=False
+    )
     _confirm_destroy(config, session.region_name, yes=yes)
     # The CDK command line is installed before anything is deleted, so a failed install
     # leaves the deployment whole.
@@ -961,6 +952,31 @@ def destroy(
             result = "not found" if deleted is None else f"{deleted} object versions deleted"
             _err(f"emptied bucket {bucket}: {result}")
     _run_cdk(project, cdk.cdk_command(project, "destroy", config))
+
+
+def _prepare_deployment(
+    context: Context,
+    env: str,
+    app_prefix: str | None,
+    *,
+    alarm_email: str | None,
+    needs_docker: bool,
+) -> tuple[CdkProject, boto3.session.Session, DeploymentConfig]:
+    """Check the prerequisites of deploy or destroy, then load the environment's configuration.
+
+    The checks run before the configuration, so a missing tool is reported first.
+    """
+    from prepflow import deploy as cdk
+
+    _setup(context, default_level="INFO")
+    project = cdk.find_project(_checkout_root())
+    cdk.check_node()
+    if needs_docker:
+        cdk.check_docker()
+    session = cdk.aws_session()
+    prefix = app_prefix or context.overrides.get("app_prefix")
+    config = cdk.load_config(project, env, app_prefix=prefix, alarm_email=alarm_email)
+    return project, session, config
 
 
 def _checkout_root() -> Path:
@@ -1184,7 +1200,7 @@ def _finish(
         if outcome.kind in (OutcomeKind.SKIPPED, OutcomeKind.FAILED):
             _err(f"{outcome.kind.value}: {outcome.subject}: {outcome.reason}")
         elif outcome.kind == OutcomeKind.DUPLICATE:
-            # A repeated delivery starts nothing: say which job the event already has.
+            # A repeated delivery starts nothing, so name the job the event already has.
             _err(f"duplicate: {outcome.subject}: job {outcome.job_name} ({outcome.reason})")
     failing = {OutcomeKind.FAILED, OutcomeKind.SKIPPED} if skip_fails else {OutcomeKind.FAILED}
     problems = [o for o in outcomes if o.kind in failing]

@@ -54,7 +54,7 @@ def test_prepflow_synth_command(tmp_path: Path) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    # With --json, stdout holds the JSON document alone: no log line may precede it.
+    # With --json, stdout contains the JSON document alone, and no log line may precede it.
     template_path = tmp_path / json.loads(done.stdout)["template"]
     template = json.loads(template_path.read_text())
     names = {

@@ -243,7 +243,8 @@ def test_runs_as_root_so_sagemaker_mounts_are_writable(dockerfile: str) -> None:
     users = [user.split(":")[0] for user in arguments_of(dockerfile, "USER")]
     assert not users or users[-1] in ROOT_USERS
     runs = " ".join(arguments_of(dockerfile, "RUN"))
-    assert "/opt/ml/processing" in runs and "/opt/ml/output" in runs
+    assert "/opt/ml/processing" in runs
+    assert "/opt/ml/output" in runs
 
 
 def test_entrypoint_is_built_in_step(dockerfile: str) -> None:

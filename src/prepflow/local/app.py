@@ -148,6 +148,6 @@ def build_local_app(settings: Settings, step: StepTemplate | None = None) -> Loc
 
 
 def _damaged_database(detail: str | None) -> bool:
-    """Tell whether SQLite's message says a database file is corrupt or not a database."""
+    """Return True when SQLite's message reports a corrupt file or one that is not a database."""
     text = (detail or "").lower()
     return "file is not a database" in text or "malformed" in text
